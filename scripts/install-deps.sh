@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package keel needs to build, test, demo and benchmark.
+#
+# Idempotent: packages already installed are skipped, and `apt-get update` runs only when
+# something is missing (and then only once). Works as root or through sudo.
+# This is the one list of the project's system dependencies: add new ones here, by purpose.
+set -euo pipefail
+
+PACKAGES=(
+  # --- build toolchain ---
+  build-essential cmake ninja-build pkg-config git
+  # --- keel/common: logging (spdlog over fmt) ---
+  libspdlog-dev libfmt-dev
+  # --- tools/keel: command-line parsing ---
+  libcli11-dev
+  # --- keel/rpc: gRPC + protobuf (library, compiler, gRPC C++ plugin) ---
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # --- SIMD kernels with runtime dispatch (optim, infer) ---
+  libhwy-dev
+  # --- unit tests and benchmarks ---
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # --- python/keel: the _C extension, DLPack tensor exchange, PyTorch and its tests ---
+  python3 python3-dev pybind11-dev libdlpack-dev
+  python3-torch python3-numpy python3-pytest
+  # Debian's torch falls back to the reference BLAS (~20x slower) without this runtime.
+  libopenblas0-pthread
+  # --- make lint / make asan: clang (thread-safety analysis, sanitizer runtimes) ---
+  clang clang-format clang-tidy libclang-rt-14-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "install-deps: missing packages (${missing[*]}) and not root, and sudo is not available" >&2
+    exit 1
+  fi
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
