@@ -9,7 +9,11 @@
 
 # Warnings apply to project code only; third-party headers come in as system includes.
 add_library(keel_warnings INTERFACE)
-target_compile_options(keel_warnings INTERFACE -Wall -Wextra -Werror)
+# -Wno-missing-field-initializers: GCC 12 flags designated initializers that leave fields at
+# their defaults (`Options{.listen = "..."}`), which is how keel's options structs are meant
+# to be used.
+target_compile_options(keel_warnings INTERFACE -Wall -Wextra -Werror
+                                               -Wno-missing-field-initializers)
 if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   # Clang enforces the KEEL_GUARDED_BY / KEEL_REQUIRES annotations of keel/common/mutex.h.
   target_compile_options(keel_warnings INTERFACE -Wthread-safety -Wthread-safety-negative)

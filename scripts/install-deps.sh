@@ -26,6 +26,8 @@ PACKAGES=(
   libopenblas0-pthread
   # --- make lint / make asan: clang (thread-safety analysis, sanitizer runtimes) ---
   clang clang-format clang-tidy libclang-rt-14-dev
+  # --- rpc tests: make throwaway TLS certificates ---
+  openssl
 )
 
 missing=()
