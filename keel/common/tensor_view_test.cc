@@ -2,10 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <limits>
-
-#include "keel/common/bfloat16.h"
 
 namespace keel {
 namespace {
@@ -33,18 +29,6 @@ TEST(TensorViewTest, ContiguityFollowsStrides) {
   t.strides = {99, 1};  // size-1 dimensions may have any stride
   EXPECT_TRUE(t.is_contiguous());
   EXPECT_EQ(t.DebugString(), "float32[1, 3] cpu");
-}
-
-TEST(BFloat16Test, RoundTripsAndRoundsToNearestEven) {
-  EXPECT_EQ(BFloat16ToFloat(FloatToBFloat16(1.0f)), 1.0f);
-  EXPECT_EQ(BFloat16ToFloat(FloatToBFloat16(-2.5f)), -2.5f);
-  // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one (1).
-  EXPECT_EQ(BFloat16ToFloat(FloatToBFloat16(1.0f + 1.0f / 256)), 1.0f);
-  // 1 + 3*2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6.
-  EXPECT_EQ(BFloat16ToFloat(FloatToBFloat16(1.0f + 3.0f / 256)), 1.0f + 1.0f / 64);
-  EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(std::nanf("")))));
-  EXPECT_TRUE(std::isinf(BFloat16ToFloat(FloatToBFloat16(std::numeric_limits<float>::infinity()))));
-  EXPECT_EQ(FloatToBFloat16(3.0f), 0x4040);
 }
 
 }  // namespace

@@ -1,0 +1,34 @@
+// The CUDA driver, loaded at run time.
+//
+// keel never links libcuda: GPU code finds the driver with dlopen("libcuda.so.1") on first
+// use, so one binary runs on machines with and without a GPU. Without a driver, calls return
+// UNAVAILABLE with a message saying so; nothing crashes. This folder is built only when
+// KEEL_WITH_CUDA is on (a toolkit was found at build time, for its headers).
+// Thread-safety: all functions are thread-safe; the driver is loaded once.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "keel/common/status.h"
+
+namespace keel::cuda {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  size_t total_memory_bytes = 0;
+  int compute_capability_major = 0;
+  int compute_capability_minor = 0;
+};
+
+struct DriverInfo {
+  int version = 0;  // e.g. 13000 for CUDA 13.0
+  std::vector<DeviceInfo> devices;
+};
+
+// Loads and initialises the driver (once) and lists the devices.
+StatusOr<DriverInfo> QueryDriver();
+
+}  // namespace keel::cuda

@@ -1,0 +1,42 @@
+// Subcommand registry of the `keel` command.
+//
+// Each subcommand lives in its own cmd_*.cc file in this folder and registers itself:
+//
+//   Command MakeVersion(CLI::App* parent) {
+//     CLI::App* app = parent->add_subcommand("version", "Print version and build facts");
+//     return {app, [] { ...; return 0; }};
+//   }
+//   KEEL_REGISTER_COMMAND(MakeVersion);
+//
+// main() parses the whole command line first, then runs the selected command's `run`, so
+// global flags (--log-level) take effect before any command starts. Exit codes: 0 success,
+// 1 the command failed, 2 bad usage (unknown flag, bad value, missing argument).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <vector>
+
+namespace keel::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+struct Command {
+  CLI::App* app;             // the subcommand, owned by the parent app
+  std::function<int()> run;  // called after a successful parse if this subcommand was chosen
+};
+
+using CommandFactory = Command (*)(CLI::App* parent);
+
+// All registered factories, in registration order.
+std::vector<CommandFactory>& Registry();
+bool RegisterCommand(CommandFactory factory);
+
+}  // namespace keel::cli
+
+#define KEEL_REGISTER_COMMAND(factory) \
+  [[maybe_unused]] static const bool keel_registered_##factory = \
+      ::keel::cli::RegisterCommand(&factory)
