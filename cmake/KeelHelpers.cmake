@@ -16,7 +16,7 @@ target_compile_options(keel_warnings INTERFACE -Wall -Wextra -Werror
                                                -Wno-missing-field-initializers)
 if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   # Clang enforces the KEEL_GUARDED_BY / KEEL_REQUIRES annotations of keel/common/mutex.h.
-  target_compile_options(keel_warnings INTERFACE -Wthread-safety -Wthread-safety-negative)
+  target_compile_options(keel_warnings INTERFACE -Wthread-safety)
 endif()
 
 if(KEEL_SANITIZE)

@@ -32,10 +32,10 @@ inline uint16_t FloatToFloat16(float f) {
   std::memcpy(&u, &f, sizeof(u));
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;     // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;    // >= 65520 rounds to infinity
-  if (abs <= 0x33000000u) return sign;              // <= 2^-25 rounds to zero (ties to even)
-  if (abs < 0x38800000u) {                          // below 2^-14: subnormal half
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to infinity
+  if (abs <= 0x33000000u) return sign;            // <= 2^-25 rounds to zero (ties to even)
+  if (abs < 0x38800000u) {                        // below 2^-14: subnormal half
     float a;
     std::memcpy(&a, &abs, sizeof(a));
     return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));  // exact * 2^24

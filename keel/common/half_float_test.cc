@@ -24,8 +24,8 @@ TEST(BFloat16Test, RoundTripsAndRoundsToNearestEven) {
 TEST(Float16Test, KnownEncodings) {
   EXPECT_EQ(FloatToFloat16(1.0f), 0x3c00);
   EXPECT_EQ(FloatToFloat16(-2.0f), 0xc000);
-  EXPECT_EQ(FloatToFloat16(65504.0f), 0x7bff);            // largest finite half
-  EXPECT_EQ(FloatToFloat16(65520.0f), 0x7c00);            // halfway to 65536: rounds to inf
+  EXPECT_EQ(FloatToFloat16(65504.0f), 0x7bff);  // largest finite half
+  EXPECT_EQ(FloatToFloat16(65520.0f), 0x7c00);  // halfway to 65536: rounds to inf
   EXPECT_EQ(FloatToFloat16(65519.0f), 0x7bff);
   EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
   EXPECT_EQ(FloatToFloat16(std::ldexp(1.0f, -25)), 0x0000);  // tie with zero: to even

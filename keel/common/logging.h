@@ -54,20 +54,20 @@ void Emit(Level level, const char* file, int line, std::string_view message);
 
 }  // namespace keel::log
 
-#define KEEL_LOG(level, ...)                                                                 \
-  do {                                                                                       \
-    if (::keel::log::Enabled(::keel::log::Level::k##level)) {                                \
-      ::keel::log::internal::Emit(::keel::log::Level::k##level, __FILE__, __LINE__,          \
-                                  ::fmt::format(__VA_ARGS__));                               \
-    }                                                                                        \
+#define KEEL_LOG(level, ...)                                                        \
+  do {                                                                              \
+    if (::keel::log::Enabled(::keel::log::Level::k##level)) {                       \
+      ::keel::log::internal::Emit(::keel::log::Level::k##level, __FILE__, __LINE__, \
+                                  ::fmt::format(__VA_ARGS__));                      \
+    }                                                                               \
   } while (false)
 
 // Aborts with file, line, condition and optional fmt message when `cond` is false. For
 // programmer errors only: input from outside (files, requests, flags) gets a Status instead.
-#define KEEL_CHECK(cond, ...)                                                                \
-  do {                                                                                       \
-    if (!(cond)) [[unlikely]] {                                                              \
-      ::keel::log::internal::CheckFailed(__FILE__, __LINE__,                                 \
-                                         #cond __VA_OPT__(, ::fmt::format(__VA_ARGS__)));    \
-    }                                                                                        \
+#define KEEL_CHECK(cond, ...)                                                             \
+  do {                                                                                    \
+    if (!(cond)) [[unlikely]] {                                                           \
+      ::keel::log::internal::CheckFailed(__FILE__, __LINE__,                              \
+                                         #cond __VA_OPT__(, ::fmt::format(__VA_ARGS__))); \
+    }                                                                                     \
   } while (false)

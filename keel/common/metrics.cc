@@ -37,10 +37,14 @@ std::string EscapeLabelValue(const std::string& v) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -48,9 +52,12 @@ std::string EscapeLabelValue(const std::string& v) {
 std::string EscapeHelp(const std::string& v) {
   std::string out;
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -173,8 +180,7 @@ Counter* Registry::GetCounter(const std::string& name, const std::string& help,
   return std::get<0>(it->second).get();
 }
 
-Gauge* Registry::GetGauge(const std::string& name, const std::string& help,
-                          const Labels& labels) {
+Gauge* Registry::GetGauge(const std::string& name, const std::string& help, const Labels& labels) {
   CheckLabels(name, labels, false);
   MutexLock lock(&mu_);
   Family* f = GetFamily(name, help, kGauge, {});

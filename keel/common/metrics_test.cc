@@ -28,8 +28,7 @@ TEST(MetricsTest, RendersCountersAndGaugesInPrometheusTextFormat) {
 
 TEST(MetricsTest, HistogramBucketsAreCumulativeWithSumAndCount) {
   Registry r;
-  Histogram* h = r.GetHistogram("keel_rpc_seconds", "RPC latency.", {{"method", "Join"}},
-                                {0.1, 1});
+  Histogram* h = r.GetHistogram("keel_rpc_seconds", "RPC latency.", {{"method", "Join"}}, {0.1, 1});
   for (double v : {0.05, 0.1, 0.5, 3.0}) h->Observe(v);
   EXPECT_EQ(r.RenderPrometheus(),
             "# HELP keel_rpc_seconds RPC latency.\n"
@@ -62,6 +61,7 @@ TEST(MetricsTest, ConcurrentIncrementsAreNotLost) {
   Counter* c = r.GetCounter("hits_total", "h");
   Histogram* h = r.GetHistogram("lat", "h", {}, {1});
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 10000; ++i) {

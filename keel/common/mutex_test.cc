@@ -31,6 +31,7 @@ class Counter {
 TEST(MutexTest, MutexLockSerialisesReadModifyWrite) {
   Counter c;
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&c] {
       for (int i = 0; i < 2000; ++i) c.Add(1);
@@ -45,13 +46,21 @@ TEST(MutexTest, TryLockFailsWhileHeld) {
   mu.Lock();
   bool acquired = true;
   std::thread([&] {
-    acquired = mu.TryLock();
-    if (acquired) mu.Unlock();
+    if (mu.TryLock()) {
+      acquired = true;
+      mu.Unlock();
+    } else {
+      acquired = false;
+    }
   }).join();
   EXPECT_FALSE(acquired);
   mu.Unlock();
-  ASSERT_TRUE(mu.TryLock());
-  mu.Unlock();
+  bool reacquired = false;
+  if (mu.TryLock()) {
+    reacquired = true;
+    mu.Unlock();
+  }
+  EXPECT_TRUE(reacquired);
 }
 
 TEST(CondVarTest, SignalWakesWaiterWithPredicateTrue) {

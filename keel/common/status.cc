@@ -10,23 +10,40 @@ namespace keel {
 
 std::string StatusCodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kCancelled: return "CANCELLED";
-    case StatusCode::kUnknown: return "UNKNOWN";
-    case StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
-    case StatusCode::kNotFound: return "NOT_FOUND";
-    case StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
-    case StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case StatusCode::kAborted: return "ABORTED";
-    case StatusCode::kOutOfRange: return "OUT_OF_RANGE";
-    case StatusCode::kUnimplemented: return "UNIMPLEMENTED";
-    case StatusCode::kInternal: return "INTERNAL";
-    case StatusCode::kUnavailable: return "UNAVAILABLE";
-    case StatusCode::kDataLoss: return "DATA_LOSS";
-    case StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kCancelled:
+      return "CANCELLED";
+    case StatusCode::kUnknown:
+      return "UNKNOWN";
+    case StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case StatusCode::kDeadlineExceeded:
+      return "DEADLINE_EXCEEDED";
+    case StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case StatusCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case StatusCode::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case StatusCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
+    case StatusCode::kAborted:
+      return "ABORTED";
+    case StatusCode::kOutOfRange:
+      return "OUT_OF_RANGE";
+    case StatusCode::kUnimplemented:
+      return "UNIMPLEMENTED";
+    case StatusCode::kInternal:
+      return "INTERNAL";
+    case StatusCode::kUnavailable:
+      return "UNAVAILABLE";
+    case StatusCode::kDataLoss:
+      return "DATA_LOSS";
+    case StatusCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
   }
   return "UNKNOWN_CODE(" + std::to_string(static_cast<int>(code)) + ")";
 }
@@ -67,16 +84,40 @@ KEEL_DEFINE_ERROR_(UnauthenticatedError, kUnauthenticated)
 Status ErrnoError(int err, std::string_view what) {
   StatusCode code = StatusCode::kInternal;
   switch (err) {
-    case ENOENT: case ENOTDIR: code = StatusCode::kNotFound; break;
-    case EACCES: case EPERM: code = StatusCode::kPermissionDenied; break;
-    case EEXIST: code = StatusCode::kAlreadyExists; break;
-    case EINVAL: case ENAMETOOLONG: case EISDIR: code = StatusCode::kInvalidArgument; break;
-    case ENOSPC: case ENOMEM: case EMFILE: case ENFILE: code = StatusCode::kResourceExhausted; break;
-    case EAGAIN: case EINTR: case ECONNREFUSED: case ECONNRESET: case EADDRINUSE:
+    case ENOENT:
+    case ENOTDIR:
+      code = StatusCode::kNotFound;
+      break;
+    case EACCES:
+    case EPERM:
+      code = StatusCode::kPermissionDenied;
+      break;
+    case EEXIST:
+      code = StatusCode::kAlreadyExists;
+      break;
+    case EINVAL:
+    case ENAMETOOLONG:
+    case EISDIR:
+      code = StatusCode::kInvalidArgument;
+      break;
+    case ENOSPC:
+    case ENOMEM:
+    case EMFILE:
+    case ENFILE:
+      code = StatusCode::kResourceExhausted;
+      break;
+    case EAGAIN:
+    case EINTR:
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case EADDRINUSE:
       code = StatusCode::kUnavailable;
       break;
-    case ETIMEDOUT: code = StatusCode::kDeadlineExceeded; break;
-    default: break;
+    case ETIMEDOUT:
+      code = StatusCode::kDeadlineExceeded;
+      break;
+    default:
+      break;
   }
   char buf[256];
   const char* text = strerror_r(err, buf, sizeof(buf));  // GNU variant: returns the string

@@ -107,10 +107,14 @@ class [[nodiscard]] StatusOr {
     if (std::get<Status>(rep_).ok()) internal::DieOkStatusInStatusOr();
   }
   StatusOr(T value) : rep_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  // Converting constructor (e.g. a string literal for StatusOr<std::string>). Constrained so
+  // it never competes with the copy/move constructors.
+  // NOLINTBEGIN(google-explicit-constructor,bugprone-forwarding-reference-overload)
   template <typename U>
-    requires(std::is_constructible_v<T, U &&> && !std::is_same_v<std::decay_t<U>, Status> &&
-             !std::is_same_v<std::decay_t<U>, StatusOr>)
-  StatusOr(U&& value) : rep_(T(std::forward<U>(value))) {}  // NOLINT
+  requires(std::is_constructible_v<T, U&&> && !std::is_same_v<std::decay_t<U>, Status> &&
+           !std::is_same_v<std::decay_t<U>, StatusOr>) StatusOr(U&& value)
+      : rep_(T(std::forward<U>(value))) {}
+  // NOLINTEND(google-explicit-constructor,bugprone-forwarding-reference-overload)
 
   bool ok() const { return std::holds_alternative<T>(rep_); }
   Status status() const { return ok() ? OkStatus() : std::get<Status>(rep_); }
@@ -158,11 +162,14 @@ Status AsStatus(const StatusOr<T>& s) {
 #define KEEL_STATUS_CONCAT_INNER_(a, b) a##b
 #define KEEL_STATUS_CONCAT_(a, b) KEEL_STATUS_CONCAT_INNER_(a, b)
 
+// The macros below cannot parenthesise `lhs` (it may be a declaration such as `auto x`).
+// NOLINTBEGIN(bugprone-macro-parentheses)
+
 // Returns the Status (or a StatusOr's status) from the enclosing function if it is not OK.
-#define KEEL_RETURN_IF_ERROR(expr)                                                      \
-  do {                                                                                  \
-    ::keel::Status keel_status_ = ::keel::internal::AsStatus(expr);                     \
-    if (!keel_status_.ok()) return keel_status_;                                        \
+#define KEEL_RETURN_IF_ERROR(expr)                                  \
+  do {                                                              \
+    ::keel::Status keel_status_ = ::keel::internal::AsStatus(expr); \
+    if (!keel_status_.ok()) return keel_status_;                    \
   } while (false)
 
 // KEEL_ASSIGN_OR_RETURN(lhs, expr): evaluates a StatusOr expression; on error returns its
@@ -173,3 +180,4 @@ Status AsStatus(const StatusOr<T>& s) {
   auto var = (expr);                                \
   if (!var.ok()) return var.status();               \
   lhs = std::move(var).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -93,7 +93,7 @@ TEST(StatusDeathTest, ValueOfErrorAborts) {
 }
 
 TEST(StatusDeathTest, StatusOrFromOkStatusAborts) {
-  EXPECT_DEATH(StatusOr<int>{OkStatus()}, "OK Status");
+  EXPECT_DEATH((void)StatusOr<int>{OkStatus()}, "OK Status");
 }
 
 }  // namespace

@@ -39,7 +39,8 @@ StatusOr<std::string> ResolveProgram(const std::string& program,
                                      const std::optional<std::vector<std::string>>& env) {
   if (program.empty()) return InvalidArgumentError("cannot spawn: empty program name");
   if (program.find('/') != std::string::npos) {
-    if (access(program.c_str(), X_OK) != 0) return ErrnoError(errno, "cannot run '" + program + "'");
+    if (access(program.c_str(), X_OK) != 0)
+      return ErrnoError(errno, "cannot run '" + program + "'");
     return program;
   }
   std::optional<std::string> path = env ? GetEnv(*env, "PATH") : std::nullopt;
@@ -62,7 +63,8 @@ StatusOr<std::string> ResolveProgram(const std::string& program,
 
 StatusOr<int> OpenOutput(const std::string& path, const char* which) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, std::string("cannot open ") + which + " file '" + path + "'");
+  if (fd < 0)
+    return ErrnoError(errno, std::string("cannot open ") + which + " file '" + path + "'");
   return fd;
 }
 
@@ -98,11 +100,16 @@ StatusOr<int> OpenOutput(const std::string& path, const char* which) {
 
 const char* StepName(int step) {
   switch (step) {
-    case 1: return "setpgid";
-    case 2: return "prctl(PR_SET_PDEATHSIG)";
-    case 3: return "redirecting output";
-    case 4: return "chdir";
-    default: return "exec";
+    case 1:
+      return "setpgid";
+    case 2:
+      return "prctl(PR_SET_PDEATHSIG)";
+    case 3:
+      return "redirecting output";
+    case 4:
+      return "chdir";
+    default:
+      return "exec";
   }
 }
 
@@ -244,8 +251,10 @@ ExitStatus Subprocess::Wait() {
   while (!status_) {
     int wstatus;
     pid_t r = waitpid(pid_, &wstatus, 0);
-    if (r == pid_) status_ = ExitStatus::FromWaitStatus(wstatus);
-    else if (r < 0 && errno != EINTR) break;  // ECHILD: reaped elsewhere; cannot happen here
+    if (r == pid_)
+      status_ = ExitStatus::FromWaitStatus(wstatus);
+    else if (r < 0 && errno != EINTR)
+      break;  // ECHILD: reaped elsewhere; cannot happen here
   }
   return status_.value_or(ExitStatus{});
 }

@@ -105,7 +105,8 @@ class Subprocess {
   ExitStatus Terminate(Duration grace);
 
  private:
-  Subprocess(pid_t pid, pid_t pgid, bool own_group) : pid_(pid), pgid_(pgid), own_group_(own_group) {}
+  Subprocess(pid_t pid, pid_t pgid, bool own_group)
+      : pid_(pid), pgid_(pgid), own_group_(own_group) {}
 
   pid_t pid_;
   pid_t pgid_;

@@ -102,8 +102,7 @@ TEST(SubprocessTest, StartFailuresAreStatusesNamingTheProgram) {
   o.cwd = "/no/such/dir";
   r = Subprocess::Spawn(o);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("chdir to '/no/such/dir'"), std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("chdir to '/no/such/dir'"), std::string::npos) << r.status();
 
   o.cwd.clear();
   o.stdout_path = "/no/such/dir/out.log";
@@ -145,8 +144,10 @@ TEST(SubprocessTest, TerminateEscalatesToSigkillAndReachesGrandchildren) {
   pid_t grandchild = 0;
   for (int i = 0; i < 500 && grandchild == 0; ++i) {
     std::string text = ReadFile(pidfile);
-    if (!text.empty() && text.back() == '\n') grandchild = std::stoi(text);
-    else std::this_thread::sleep_for(milliseconds(5));
+    if (!text.empty() && text.back() == '\n')
+      grandchild = std::stoi(text);
+    else
+      std::this_thread::sleep_for(milliseconds(5));
   }
   ASSERT_GT(grandchild, 0);
   ExitStatus st = p->Terminate(milliseconds(100));

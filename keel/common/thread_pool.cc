@@ -10,7 +10,7 @@
 
 namespace keel {
 
-ThreadPool::ThreadPool(int num_threads, std::string name) {
+ThreadPool::ThreadPool(int num_threads, const std::string& name) {
   KEEL_CHECK(num_threads >= 1, "ThreadPool needs at least one thread, got {}", num_threads);
   threads_.reserve(num_threads);
   std::string short_name = name.substr(0, 15);  // the kernel's limit for thread names

@@ -27,7 +27,7 @@ namespace keel {
 class ThreadPool {
  public:
   // `num_threads` >= 1. `name` (up to 15 characters shown) names the threads for debuggers.
-  explicit ThreadPool(int num_threads, std::string name = "keel-pool");
+  explicit ThreadPool(int num_threads, const std::string& name = "keel-pool");
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;

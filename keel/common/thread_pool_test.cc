@@ -13,6 +13,7 @@ TEST(ThreadPoolTest, RunsEveryTaskAndSubmitReturnsValues) {
   ThreadPool pool(3);
   EXPECT_EQ(pool.size(), 3);
   std::vector<std::future<int>> results;
+  results.reserve(100);
   for (int i = 0; i < 100; ++i) results.push_back(pool.Submit([i] { return i * i; }));
   for (int i = 0; i < 100; ++i) EXPECT_EQ(results[i].get(), i * i);
 }

@@ -32,9 +32,9 @@ const StatusOr<DriverApi>& Api() {
     void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr) {
       const char* err = dlerror();
-      return new StatusOr<DriverApi>(UnavailableError(
-          std::string("no CUDA driver on this machine (dlopen libcuda.so.1: ") +
-          (err ? err : "unknown error") + ")"));
+      return new StatusOr<DriverApi>(
+          UnavailableError(std::string("no CUDA driver on this machine (dlopen libcuda.so.1: ") +
+                           (err ? err : "unknown error") + ")"));
     }
     DriverApi a;
     bool ok = Resolve(lib, "cuInit", &a.init) &&
@@ -77,19 +77,21 @@ StatusOr<DriverInfo> QueryDriver() {
     DeviceInfo d;
     d.index = i;
     char name[256] = {0};
-    KEEL_RETURN_IF_ERROR(Check(api, api.device_get_name(name, sizeof(name) - 1, dev),
-                               "cuDeviceGetName"));
+    KEEL_RETURN_IF_ERROR(
+        Check(api, api.device_get_name(name, sizeof(name) - 1, dev), "cuDeviceGetName"));
     d.name = name;
     KEEL_RETURN_IF_ERROR(
         Check(api, api.device_total_mem(&d.total_memory_bytes, dev), "cuDeviceTotalMem"));
-    KEEL_RETURN_IF_ERROR(Check(api,
-                               api.device_get_attribute(&d.compute_capability_major,
-                                   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev),
-                               "cuDeviceGetAttribute"));
-    KEEL_RETURN_IF_ERROR(Check(api,
-                               api.device_get_attribute(&d.compute_capability_minor,
-                                   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev),
-                               "cuDeviceGetAttribute"));
+    KEEL_RETURN_IF_ERROR(
+        Check(api,
+              api.device_get_attribute(&d.compute_capability_major,
+                                       CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev),
+              "cuDeviceGetAttribute"));
+    KEEL_RETURN_IF_ERROR(
+        Check(api,
+              api.device_get_attribute(&d.compute_capability_minor,
+                                       CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev),
+              "cuDeviceGetAttribute"));
     info.devices.push_back(std::move(d));
   }
   return info;

@@ -35,8 +35,10 @@ TEST(CudaDriverTest, ReportsTheDriverThisMachineHas) {
 TEST(CudaDriverTest, RepeatedQueriesAgree) {
   StatusOr<DriverInfo> a = QueryDriver(), b = QueryDriver();
   ASSERT_EQ(a.ok(), b.ok());
-  if (a.ok()) EXPECT_EQ(a->devices.size(), b->devices.size());
-  else EXPECT_EQ(a.status(), b.status());
+  if (a.ok())
+    EXPECT_EQ(a->devices.size(), b->devices.size());
+  else
+    EXPECT_EQ(a.status(), b.status());
 }
 
 }  // namespace

@@ -56,10 +56,10 @@ std::unique_ptr<grpc::ClientContext> Channel::NewContext(std::optional<Duration>
 
 Status Channel::WaitForConnected(Duration timeout) const {
   if (!channel_->WaitForConnected(DeadlineIn(timeout))) {
-    return UnavailableError("cannot connect to '" + options_.target + "' within " +
-                            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                               timeout).count()) +
-                            " ms");
+    return UnavailableError(
+        "cannot connect to '" + options_.target + "' within " +
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()) +
+        " ms");
   }
   return OkStatus();
 }

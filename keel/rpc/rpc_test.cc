@@ -34,7 +34,7 @@ std::unique_ptr<Channel> Connect(int port, const std::string& token, TlsOptions 
   ChannelOptions o;
   o.target = host + ":" + std::to_string(port);
   o.token = token;
-  o.tls = tls;
+  o.tls = std::move(tls);
   o.default_timeout = seconds(5);
   auto c = Channel::Create(o);
   EXPECT_TRUE(c.ok()) << c.status();
@@ -135,7 +135,8 @@ TEST(RpcTest, ListeningTwiceOnOnePortFails) {
   auto first = Server::Start({.listen = "127.0.0.1:0"}, {&service});
   ASSERT_TRUE(first.ok());
   DiagnosticsService other{TokenAuth("t")};
-  auto second = Server::Start({.listen = "127.0.0.1:" + std::to_string((*first)->port())}, {&other});
+  auto second =
+      Server::Start({.listen = "127.0.0.1:" + std::to_string((*first)->port())}, {&other});
   EXPECT_FALSE(second.ok());
 }
 
@@ -181,15 +182,13 @@ TEST_F(TlsTest, TlsServerAcceptsVerifiedClientsOnly) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->payload(), "secure");
   // Token checks still apply over TLS.
-  EXPECT_EQ(Ping(*Connect(port, "bad", {.ca_file = dir_ + "/ca.pem"}, "localhost"), "x")
-                .status()
-                .code(),
-            StatusCode::kPermissionDenied);
+  EXPECT_EQ(
+      Ping(*Connect(port, "bad", {.ca_file = dir_ + "/ca.pem"}, "localhost"), "x").status().code(),
+      StatusCode::kPermissionDenied);
   // A plaintext client cannot talk to a TLS server.
   EXPECT_FALSE(Ping(*Connect(port, "tok"), "x", milliseconds(500)).ok());
   // A client that trusts another CA (here: the server cert itself is no CA) is refused.
-  EXPECT_FALSE(
-      Ping(*Connect(port, "tok", {.ca_file = dir_ + "/ca.key"}, "localhost"), "x").ok());
+  EXPECT_FALSE(Ping(*Connect(port, "tok", {.ca_file = dir_ + "/ca.key"}, "localhost"), "x").ok());
 }
 
 }  // namespace

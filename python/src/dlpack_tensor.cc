@@ -40,20 +40,33 @@ StatusOr<DType> FromDLDataType(DLDataType t) {
     default:
       break;
   }
-  return InvalidArgumentError("unsupported DLPack dtype (code " + std::to_string(t.code) +
-                              ", " + std::to_string(t.bits) + " bits)");
+  return InvalidArgumentError("unsupported DLPack dtype (code " + std::to_string(t.code) + ", " +
+                              std::to_string(t.bits) + " bits)");
 }
 
 DLDataType ToDLDataType(DType d) {
   DLDataType t{kDLFloat, static_cast<uint8_t>(DTypeSize(d) * 8), 1};
   switch (d) {
-    case DType::kFloat32: case DType::kFloat64: case DType::kFloat16: t.code = kDLFloat; break;
-    case DType::kBFloat16: t.code = kDLBfloat; break;
-    case DType::kInt8: case DType::kInt16: case DType::kInt32: case DType::kInt64:
+    case DType::kFloat32:
+    case DType::kFloat64:
+    case DType::kFloat16:
+      t.code = kDLFloat;
+      break;
+    case DType::kBFloat16:
+      t.code = kDLBfloat;
+      break;
+    case DType::kInt8:
+    case DType::kInt16:
+    case DType::kInt32:
+    case DType::kInt64:
       t.code = kDLInt;
       break;
-    case DType::kUInt8: t.code = kDLUInt; break;
-    case DType::kBool: t.code = 6; break;  // kDLBool
+    case DType::kUInt8:
+      t.code = kDLUInt;
+      break;
+    case DType::kBool:
+      t.code = 6;
+      break;  // kDLBool
   }
   return t;
 }

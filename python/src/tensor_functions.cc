@@ -20,16 +20,47 @@ namespace {
 double Load(const TensorView& v, int64_t offset) {
   const char* p = static_cast<const char*>(v.data) + offset * int64_t(DTypeSize(v.dtype));
   switch (v.dtype) {
-    case DType::kFloat32: { float x; std::memcpy(&x, p, 4); return x; }
-    case DType::kFloat64: { double x; std::memcpy(&x, p, 8); return x; }
-    case DType::kFloat16: { uint16_t h; std::memcpy(&h, p, 2); return Float16ToFloat(h); }
-    case DType::kBFloat16: { uint16_t b; std::memcpy(&b, p, 2); return BFloat16ToFloat(b); }
-    case DType::kInt8: return *reinterpret_cast<const int8_t*>(p);
-    case DType::kInt16: { int16_t x; std::memcpy(&x, p, 2); return x; }
-    case DType::kInt32: { int32_t x; std::memcpy(&x, p, 4); return x; }
-    case DType::kInt64: { int64_t x; std::memcpy(&x, p, 8); return static_cast<double>(x); }
-    case DType::kUInt8: return *reinterpret_cast<const uint8_t*>(p);
-    case DType::kBool: return *reinterpret_cast<const uint8_t*>(p) != 0;
+    case DType::kFloat32: {
+      float x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case DType::kFloat64: {
+      double x;
+      std::memcpy(&x, p, 8);
+      return x;
+    }
+    case DType::kFloat16: {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      return Float16ToFloat(h);
+    }
+    case DType::kBFloat16: {
+      uint16_t b;
+      std::memcpy(&b, p, 2);
+      return BFloat16ToFloat(b);
+    }
+    case DType::kInt8:
+      return *reinterpret_cast<const int8_t*>(p);
+    case DType::kInt16: {
+      int16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case DType::kInt32: {
+      int32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case DType::kInt64: {
+      int64_t x;
+      std::memcpy(&x, p, 8);
+      return static_cast<double>(x);
+    }
+    case DType::kUInt8:
+      return *reinterpret_cast<const uint8_t*>(p);
+    case DType::kBool:
+      return *reinterpret_cast<const uint8_t*>(p) != 0;
   }
   return 0;
 }
@@ -37,16 +68,48 @@ double Load(const TensorView& v, int64_t offset) {
 void Store(const TensorView& v, int64_t index, double value) {
   char* p = static_cast<char*>(v.data) + index * int64_t(DTypeSize(v.dtype));
   switch (v.dtype) {
-    case DType::kFloat32: { float x = float(value); std::memcpy(p, &x, 4); break; }
-    case DType::kFloat64: std::memcpy(p, &value, 8); break;
-    case DType::kFloat16: { uint16_t h = FloatToFloat16(float(value)); std::memcpy(p, &h, 2); break; }
-    case DType::kBFloat16: { uint16_t b = FloatToBFloat16(float(value)); std::memcpy(p, &b, 2); break; }
-    case DType::kInt8: *reinterpret_cast<int8_t*>(p) = int8_t(value); break;
-    case DType::kInt16: { int16_t x = int16_t(value); std::memcpy(p, &x, 2); break; }
-    case DType::kInt32: { int32_t x = int32_t(value); std::memcpy(p, &x, 4); break; }
-    case DType::kInt64: { int64_t x = int64_t(value); std::memcpy(p, &x, 8); break; }
-    case DType::kUInt8: *reinterpret_cast<uint8_t*>(p) = uint8_t(value); break;
-    case DType::kBool: *reinterpret_cast<uint8_t*>(p) = value != 0; break;
+    case DType::kFloat32: {
+      float x = float(value);
+      std::memcpy(p, &x, 4);
+      break;
+    }
+    case DType::kFloat64:
+      std::memcpy(p, &value, 8);
+      break;
+    case DType::kFloat16: {
+      uint16_t h = FloatToFloat16(float(value));
+      std::memcpy(p, &h, 2);
+      break;
+    }
+    case DType::kBFloat16: {
+      uint16_t b = FloatToBFloat16(float(value));
+      std::memcpy(p, &b, 2);
+      break;
+    }
+    case DType::kInt8:
+      *reinterpret_cast<int8_t*>(p) = int8_t(value);
+      break;
+    case DType::kInt16: {
+      int16_t x = int16_t(value);
+      std::memcpy(p, &x, 2);
+      break;
+    }
+    case DType::kInt32: {
+      int32_t x = int32_t(value);
+      std::memcpy(p, &x, 4);
+      break;
+    }
+    case DType::kInt64: {
+      int64_t x = int64_t(value);
+      std::memcpy(p, &x, 8);
+      break;
+    }
+    case DType::kUInt8:
+      *reinterpret_cast<uint8_t*>(p) = uint8_t(value);
+      break;
+    case DType::kBool:
+      *reinterpret_cast<uint8_t*>(p) = value != 0;
+      break;
   }
 }
 
@@ -66,8 +129,8 @@ py::dict TensorInfo(py::handle obj) {
   d["shape"] = v.shape;
   d["strides"] = v.strides;
   d["data_ptr"] = reinterpret_cast<uintptr_t>(v.data);
-  d["device"] = v.device == DeviceType::kCpu ? std::string("cpu")
-                                             : "cuda:" + std::to_string(v.device_index);
+  d["device"] =
+      v.device == DeviceType::kCpu ? std::string("cpu") : "cuda:" + std::to_string(v.device_index);
   d["contiguous"] = v.is_contiguous();
   return d;
 }

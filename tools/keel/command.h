@@ -14,7 +14,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <vector>
 
@@ -37,6 +36,9 @@ bool RegisterCommand(CommandFactory factory);
 
 }  // namespace keel::cli
 
-#define KEEL_REGISTER_COMMAND(factory) \
+// `factory` is pasted into a name, so it cannot be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
+#define KEEL_REGISTER_COMMAND(factory)                           \
   [[maybe_unused]] static const bool keel_registered_##factory = \
       ::keel::cli::RegisterCommand(&factory)
+// NOLINTEND(bugprone-macro-parentheses)

@@ -1,6 +1,5 @@
 // The `keel` command: global flags, subcommand dispatch, and exit codes (see command.h).
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <string>
 
@@ -9,10 +8,13 @@
 #include "tools/keel/command.h"
 
 int main(int argc, char** argv) {
-  using namespace keel;
-  CLI::App app{"keel: elastic training, optimizers, LLM inference, embedding store and GPU "
-               "memory tools.",
-               "keel"};
+  namespace build_info = keel::build_info;
+  namespace cli = keel::cli;
+  namespace log = keel::log;
+  CLI::App app{
+      "keel: elastic training, optimizers, LLM inference, embedding store and GPU "
+      "memory tools.",
+      "keel"};
   bool show_version = false;
   app.add_flag("--version", show_version, "Print keel's version and exit");
   app.require_subcommand(0, 1);

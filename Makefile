@@ -1,0 +1,69 @@
+# keel — the two commands users need are `make demo` and `make test`; both install what they
+# need first (scripts/install-deps.sh). Everything else is for developers.
+SHELL := /bin/bash
+PYTHON := /usr/bin/python3
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc)
+CTEST_FLAGS ?= --output-on-failure --timeout 300 -j $(JOBS)
+
+# Project sources for format/lint: tracked C++ files outside build trees.
+CXX_SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
+CC_SOURCES = $(shell git ls-files '*.cc' 2>/dev/null | grep -v '/testdata/')
+
+.PHONY: all deps configure build test test-cpp test-python demo format lint tidy asan clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_PYTHON=$(PYTHON) \
+	  > $(BUILD).configure.log || { cat $(BUILD).configure.log; exit 1; }
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	$(MAKE) --no-print-directory test-cpp test-python
+
+test-cpp:
+	cd $(BUILD) && ctest $(CTEST_FLAGS)
+
+test-python:
+	KEEL_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest
+
+# keel's main job is elastic training (`keel run`), which arrives with the training issue;
+# until then the demo shows what exists: the command, its build, and the Python package.
+demo: build
+	@echo "== keel's main job, elastic training (keel run), is not built yet; this shows what is."
+	$(BUILD)/tools/keel/keel --help
+	$(BUILD)/tools/keel/keel version
+	-$(BUILD)/tools/keel/keel gpu
+	PYTHONPATH=$(BUILD)/python $(PYTHON) -c 'import torch, keel, keel._C as C; \
+	  t = torch.zeros(2, 3, dtype=torch.bfloat16); C.fill_(t, 1.5); \
+	  print("keel", keel.__version__, "wrote into a torch tensor from C++ without a copy:", t)'
+
+format:
+	clang-format -i $(CXX_SOURCES)
+
+# clang-format check + clang-tidy over the project's sources (uses the build's compile commands).
+lint: build
+	clang-format --dry-run -Werror $(CXX_SOURCES)
+	run-clang-tidy -quiet -p $(BUILD) -j $(JOBS) $(addprefix $(CURDIR)/,$(CC_SOURCES)) \
+	  > $(BUILD)/clang-tidy.log 2>&1 || { grep -E 'warning:|error:' -A3 $(BUILD)/clang-tidy.log; exit 1; }
+	@echo "lint: clang-format and clang-tidy clean"
+
+# Unit tests under AddressSanitizer + UBSan, built with clang so -Wthread-safety is enforced too.
+asan: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DKEEL_SANITIZE=address,undefined -DKEEL_WITH_PYTHON=OFF > $(ASAN_BUILD).configure.log \
+	  || { cat $(ASAN_BUILD).configure.log; exit 1; }
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_FLAGS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(BUILD).configure.log $(ASAN_BUILD).configure.log
