@@ -120,7 +120,7 @@ TEST(SubprocessTest, ChildGetsItsOwnProcessGroup) {
   std::string out = TempPath("pgid");
   SpawnOptions o;
   o.stdout_path = out;
-  auto p = Sh("ps -o pgid= -p $$", o);
+  auto p = Sh("cut -d' ' -f5 /proc/$$/stat", o);  // field 5: process group
   ASSERT_TRUE(p->Wait().success());
   EXPECT_EQ(std::stol(ReadFile(out)), p->pid());
   EXPECT_EQ(p->pgid(), p->pid());
@@ -128,7 +128,7 @@ TEST(SubprocessTest, ChildGetsItsOwnProcessGroup) {
 }
 
 TEST(SubprocessTest, WaitForTimesOutThenPollSeesTheExit) {
-  auto p = Sh("sleep 0.3");
+  auto p = Sh("sleep 1");
   EXPECT_EQ(p->WaitFor(milliseconds(20)), std::nullopt);
   EXPECT_EQ(p->Poll(), std::nullopt);
   std::optional<ExitStatus> st = p->WaitFor(seconds(10));
