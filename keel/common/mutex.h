@@ -85,6 +85,13 @@ class CondVar {
   void Wait(Mutex* mu, Pred pred) KEEL_REQUIRES(mu) {
     while (!pred()) Wait(mu);
   }
+  // Returns false on timeout (no signal came; spurious wake-ups return true).
+  bool WaitFor(Mutex* mu, std::chrono::nanoseconds timeout) KEEL_REQUIRES(mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
+    bool signalled = cv_.wait_for(lock, timeout) == std::cv_status::no_timeout;
+    lock.release();
+    return signalled;
+  }
   // Returns false on timeout (the predicate still false).
   template <typename Pred>
   bool WaitFor(Mutex* mu, std::chrono::nanoseconds timeout, Pred pred) KEEL_REQUIRES(mu) {

@@ -195,6 +195,8 @@ StatusOr<std::unique_ptr<Subprocess>> Subprocess::Spawn(const SpawnOptions& o) {
     envp.push_back(nullptr);
   }
   char** child_env = o.env ? envp.data() : environ;
+  const int child_out = o.stdout_fd >= 0 ? o.stdout_fd : out_fd.get();
+  const int child_err = o.stderr_fd >= 0 ? o.stderr_fd : err_fd.get();
 
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoError(errno, "cannot spawn: pipe2");
@@ -204,7 +206,7 @@ StatusOr<std::unique_ptr<Subprocess>> Subprocess::Spawn(const SpawnOptions& o) {
   const pid_t pid = fork();
   if (pid < 0) return ErrnoError(errno, "cannot spawn '" + o.argv[0] + "': fork");
   if (pid == 0) {
-    ChildExec(o, parent, path.c_str(), argv.data(), child_env, out_fd.get(), err_fd.get(),
+    ChildExec(o, parent, path.c_str(), argv.data(), child_env, child_out, child_err,
               write_end.get());
   }
   // Also set the group from the parent, so it exists before anyone signals it.

@@ -64,6 +64,10 @@ struct SpawnOptions {
   // Files that receive the child's stdout / stderr (created, appended to); empty inherits.
   std::string stdout_path;
   std::string stderr_path;
+  // Or file descriptors (e.g. pipe write ends) to use as the child's stdout / stderr. Borrowed:
+  // the caller closes its copies after Spawn. Each takes precedence over the matching path.
+  int stdout_fd = -1;
+  int stderr_fd = -1;
   // Put the child in a new process group whose id is its pid.
   bool new_process_group = true;
   // See Note [Children die with their parent].

@@ -83,6 +83,21 @@ TEST(SubprocessTest, PassesArgvEnvCwdAndRedirectsOutput) {
   unlink(err.c_str());
 }
 
+TEST(SubprocessTest, OutputCanGoToCallerOwnedPipes) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  SpawnOptions o;
+  o.stderr_fd = fds[1];
+  o.stderr_path = "/dev/null";  // the fd wins over the path
+  auto p = Sh("echo to-the-pipe >&2", o);
+  close(fds[1]);
+  char buf[64] = {0};
+  ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+  close(fds[0]);
+  EXPECT_EQ(std::string(buf, n > 0 ? n : 0), "to-the-pipe\n");
+  EXPECT_TRUE(p->Wait().success());
+}
+
 TEST(SubprocessTest, StartFailuresAreStatusesNamingTheProgram) {
   SpawnOptions o;
   o.argv = {"keel-no-such-program-xyz"};

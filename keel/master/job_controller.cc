@@ -20,13 +20,13 @@ Status JobOptions::Validate() const {
   if (job_name.empty()) return InvalidArgumentError("--job must not be empty");
   if (min_nodes < 1) return InvalidArgumentError("--nnodes: minimum must be >= 1");
   if (max_nodes < min_nodes) {
-    return InvalidArgumentError(fmt::format("--nnodes: maximum {} is below minimum {}",
-                                            max_nodes, min_nodes));
+    return InvalidArgumentError(
+        fmt::format("--nnodes: maximum {} is below minimum {}", max_nodes, min_nodes));
   }
   if (node_unit < 1) return InvalidArgumentError("--node-unit must be >= 1");
   if (min_nodes % node_unit != 0 || max_nodes % node_unit != 0) {
-    return InvalidArgumentError(fmt::format(
-        "--nnodes {}:{} must be multiples of --node-unit {}", min_nodes, max_nodes, node_unit));
+    return InvalidArgumentError(fmt::format("--nnodes {}:{} must be multiples of --node-unit {}",
+                                            min_nodes, max_nodes, node_unit));
   }
   if (last_call < Duration::zero()) return InvalidArgumentError("--rdzv-last-call must be >= 0");
   if (rdzv_timeout <= Duration::zero()) return InvalidArgumentError("--rdzv-timeout must be > 0");
@@ -39,10 +39,14 @@ Status JobOptions::Validate() const {
 
 const char* JobStateName(JobState state) {
   switch (state) {
-    case JobState::kRendezvous: return "rendezvous";
-    case JobState::kRunning: return "running";
-    case JobState::kSucceeded: return "succeeded";
-    case JobState::kFailed: return "failed";
+    case JobState::kRendezvous:
+      return "rendezvous";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
   }
   return "?";
 }
@@ -55,11 +59,11 @@ JobController::JobController(JobOptions options, Clock* clock)
   snapshot_.round = 1;
   snapshot_.max_restarts = options_.max_restarts;
   snapshot_.job_name = options_.job_name;
-  snapshot_.message = fmt::format("waiting for {} to {} nodes", options_.min_nodes,
-                                  options_.max_nodes);
-  Record(fmt::format("job '{}' created: nodes {}:{} (unit {}), max restarts {}",
-                     options_.job_name, options_.min_nodes, options_.max_nodes,
-                     options_.node_unit, options_.max_restarts));
+  snapshot_.message =
+      fmt::format("waiting for {} to {} nodes", options_.min_nodes, options_.max_nodes);
+  Record(fmt::format("job '{}' created: nodes {}:{} (unit {}), max restarts {}", options_.job_name,
+                     options_.min_nodes, options_.max_nodes, options_.node_unit,
+                     options_.max_restarts));
 }
 
 void JobController::Record(const std::string& text) {
@@ -70,8 +74,8 @@ void JobController::Record(const std::string& text) {
 
 StatusOr<int64_t> JobController::Join(const JoinInfo& info) {
   if (finished()) {
-    return FailedPreconditionError(fmt::format("job '{}' has already {}", options_.job_name,
-                                               JobStateName(snapshot_.state)));
+    return FailedPreconditionError(
+        fmt::format("job '{}' has already {}", options_.job_name, JobStateName(snapshot_.state)));
   }
   if (info.node_id.empty()) return InvalidArgumentError("join: empty node id");
   if (info.nproc < 1) return InvalidArgumentError(fmt::format("join: nproc {} < 1", info.nproc));
@@ -92,8 +96,8 @@ StatusOr<int64_t> JobController::Join(const JoinInfo& info) {
   if (!node.waiting) node.join_time = now;
   node.waiting = true;
   last_join_ = now;
-  if (inserted) Record(fmt::format("node {} ({}, {} workers) joined", info.node_id,
-                                   info.hostname, info.nproc));
+  if (inserted)
+    Record(fmt::format("node {} ({}, {} workers) joined", info.node_id, info.hostname, info.nproc));
   if (snapshot_.state == JobState::kRunning) {
     // A newcomer while running: grow at the next round once a whole node unit waits.
     int world_nodes = static_cast<int>(snapshot_.world.size());
@@ -193,8 +197,8 @@ void JobController::Tick() {
     Finish(JobState::kFailed,
            fmt::format("job failed: rendezvous for round {} timed out after {:.0f} s with {} "
                        "node(s) joined, fewer than the minimum {} (--nnodes {}:{})",
-                       snapshot_.round, Seconds(options_.rdzv_timeout), waiting,
-                       options_.min_nodes, options_.min_nodes, options_.max_nodes));
+                       snapshot_.round, Seconds(options_.rdzv_timeout), waiting, options_.min_nodes,
+                       options_.min_nodes, options_.max_nodes));
   }
 }
 
@@ -206,8 +210,7 @@ std::vector<std::string> JobController::WaitingInPriorityOrder() const {
   }
   std::vector<const std::pair<const std::string, Node>*> newcomers;
   for (const auto& entry : nodes_) {
-    if (entry.second.waiting &&
-        std::find(order.begin(), order.end(), entry.first) == order.end()) {
+    if (entry.second.waiting && std::find(order.begin(), order.end(), entry.first) == order.end()) {
       newcomers.push_back(&entry);
     }
   }
@@ -245,8 +248,8 @@ void JobController::FormRound(std::vector<std::string> admitted) {
     node.member = true;
     node.succeeded = false;
     node.group_rank = static_cast<int>(i);
-    snapshot_.world.push_back({admitted[i], static_cast<int>(i), node.info.nproc, first_rank,
-                               node.info.address});
+    snapshot_.world.push_back(
+        {admitted[i], static_cast<int>(i), node.info.nproc, first_rank, node.info.address});
     first_rank += node.info.nproc;
   }
   const Node& rank0 = nodes_[admitted.front()];

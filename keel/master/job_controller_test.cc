@@ -10,8 +10,11 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 JoinInfo Node(const std::string& id, int nproc = 2) {
-  return {.node_id = id, .hostname = "host-" + id, .address = "10.0.0." + id.substr(1),
-          .nproc = nproc, .free_port = 20000 + static_cast<int>(id.back())};
+  return {.node_id = id,
+          .hostname = "host-" + id,
+          .address = "10.0.0." + id.substr(1),
+          .nproc = nproc,
+          .free_port = 20000 + static_cast<int>(id.back())};
 }
 
 class JobControllerTest : public ::testing::Test {
@@ -28,8 +31,10 @@ class JobControllerTest : public ::testing::Test {
   }
   JobState state() const { return job_->snapshot().state; }
   FailureInfo Failure(int rank, int code) {
-    return {.rank = rank, .exit_code = code,
-            .reason = "exited with code " + std::to_string(code), .stderr_tail = "boom"};
+    return {.rank = rank,
+            .exit_code = code,
+            .reason = "exited with code " + std::to_string(code),
+            .stderr_tail = "boom"};
   }
 
   ManualClock clock_;
@@ -86,8 +91,11 @@ TEST_F(JobControllerTest, GlobalRanksArePrefixSumsOfProcessCounts) {
 }
 
 TEST_F(JobControllerTest, FailureReformsAtOnceWhenEveryMemberRejoinsAndKeepsRanks) {
-  Make({.min_nodes = 1, .max_nodes = 3, .last_call = seconds(30),
-        .heartbeat_timeout = seconds(120), .max_restarts = 3});
+  Make({.min_nodes = 1,
+        .max_nodes = 3,
+        .last_call = seconds(30),
+        .heartbeat_timeout = seconds(120),
+        .max_restarts = 3});
   Join("n1");
   Join("n2");
   clock_.Advance(seconds(30));
@@ -152,8 +160,7 @@ TEST_F(JobControllerTest, LostMemberShrinksTheWorldWithoutCountingARestart) {
 }
 
 TEST_F(JobControllerTest, SilentNodesAreDroppedAfterTheHeartbeatTimeout) {
-  Make({.min_nodes = 1, .max_nodes = 2, .last_call = seconds(1),
-        .heartbeat_timeout = seconds(10)});
+  Make({.min_nodes = 1, .max_nodes = 2, .last_call = seconds(1), .heartbeat_timeout = seconds(10)});
   Join("n1");
   Join("n2");
   clock_.Advance(seconds(6));
@@ -207,7 +214,9 @@ TEST_F(JobControllerTest, NodesAreAdmittedInMultiplesOfTheNodeUnit) {
 }
 
 TEST_F(JobControllerTest, RendezvousTimesOutClearlyBelowMinNodes) {
-  Make({.min_nodes = 2, .max_nodes = 2, .rdzv_timeout = seconds(60),
+  Make({.min_nodes = 2,
+        .max_nodes = 2,
+        .rdzv_timeout = seconds(60),
         .heartbeat_timeout = seconds(120)});
   Join("n1");
   clock_.Advance(seconds(59));

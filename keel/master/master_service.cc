@@ -1,0 +1,233 @@
+// MasterService: gRPC handlers over JobController, the ticker and the Watch push streams.
+#include "keel/master/master_service.h"
+
+#include "keel/common/logging.h"
+#include "keel/rpc/status_convert.h"
+
+namespace keel::master {
+namespace {
+
+// How often time-based transitions (last call, heartbeat timeouts) are checked.
+constexpr auto kTickInterval = std::chrono::milliseconds(20);
+// How often an idle Watch stream checks whether its client went away.
+constexpr auto kWatchPoll = std::chrono::milliseconds(200);
+
+rpc::JobState StateToProto(JobState s) {
+  switch (s) {
+    case JobState::kRendezvous: return rpc::JOB_STATE_RENDEZVOUS;
+    case JobState::kRunning: return rpc::JOB_STATE_RUNNING;
+    case JobState::kSucceeded: return rpc::JOB_STATE_SUCCEEDED;
+    case JobState::kFailed: return rpc::JOB_STATE_FAILED;
+  }
+  return rpc::JOB_STATE_UNSPECIFIED;
+}
+
+#define KEEL_AUTHORIZE(context)                                 \
+  do {                                                          \
+    if (grpc::Status s = auth_.Check(*(context)); !s.ok()) return s; \
+  } while (false)
+
+}  // namespace
+
+void ToProto(const Snapshot& s, rpc::JobSnapshot* out) {
+  out->set_version(s.version);
+  out->set_state(StateToProto(s.state));
+  out->set_round(s.round);
+  for (const Member& m : s.world) {
+    rpc::WorldMember* w = out->add_members();
+    w->set_node_id(m.node_id);
+    w->set_group_rank(m.group_rank);
+    w->set_nproc(m.nproc);
+    w->set_first_rank(m.first_rank);
+    w->set_address(m.address);
+  }
+  out->set_world_size(s.world_size);
+  out->set_master_addr(s.master_addr);
+  out->set_master_port(s.master_port);
+  out->set_restart_count(s.restart_count);
+  out->set_max_restarts(s.max_restarts);
+  out->set_job_name(s.job_name);
+  out->set_message(s.message);
+}
+
+MasterService::MasterService(JobOptions options, const std::string& token, Clock* clock)
+    : auth_(token), clock_(clock), job_(std::move(options), clock) {
+  ticker_ = std::thread([this] { TickerLoop(); });
+}
+
+MasterService::~MasterService() {
+  {
+    MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  changed_.SignalAll();
+  ticker_.join();
+}
+
+void MasterService::TickerLoop() {
+  MutexLock lock(&mu_);
+  while (!stopping_) {
+    changed_.WaitFor(&mu_, kTickInterval);
+    const int64_t before = job_.snapshot().version;
+    job_.Tick();
+    if (job_.snapshot().version != before) changed_.SignalAll();
+  }
+}
+
+grpc::Status MasterService::Join(grpc::ServerContext* context, const rpc::JoinRequest* request,
+                                 rpc::JoinResponse* response) {
+  KEEL_AUTHORIZE(context);
+  JoinInfo info{.node_id = request->node_id(), .hostname = request->hostname(),
+                .address = request->address(), .nproc = request->nproc(),
+                .free_port = request->free_port()};
+  MutexLock lock(&mu_);
+  StatusOr<int64_t> round = job_.Join(info);
+  changed_.SignalAll();
+  if (!round.ok()) return rpc::ToGrpc(round.status());
+  response->set_round(*round);
+  return grpc::Status::OK;
+}
+
+grpc::Status MasterService::Watch(grpc::ServerContext* context, const rpc::WatchRequest* request,
+                                  grpc::ServerWriter<rpc::JobSnapshot>* writer) {
+  KEEL_AUTHORIZE(context);
+  const std::string& node_id = request->node_id();
+  int64_t sent = 0;
+  {
+    MutexLock lock(&mu_);
+    if (!job_.known(node_id)) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          "unknown node '" + node_id + "': join the job first");
+    }
+    ++open_watches_;
+  }
+  bool client_gone = false;
+  while (true) {
+    rpc::JobSnapshot out;
+    bool finished;
+    {
+      MutexLock lock(&mu_);
+      while (job_.snapshot().version == sent && !stopping_ && !context->IsCancelled()) {
+        changed_.WaitFor(&mu_, kWatchPoll);
+      }
+      if (stopping_) break;
+      if (context->IsCancelled()) {
+        client_gone = true;
+        break;
+      }
+      ToProto(job_.snapshot(), &out);
+      sent = out.version();
+      finished = job_.finished();
+    }
+    if (!writer->Write(out)) {
+      client_gone = true;
+      break;
+    }
+    if (finished) break;
+  }
+  MutexLock lock(&mu_);
+  --open_watches_;
+  if (client_gone && !job_.finished()) {
+    job_.Leave(node_id, "its watch stream closed (agent gone)");
+  }
+  changed_.SignalAll();
+  return grpc::Status::OK;
+}
+
+grpc::Status MasterService::Heartbeat(grpc::ServerContext* context,
+                                      const rpc::HeartbeatRequest* request,
+                                      rpc::HeartbeatResponse* response) {
+  KEEL_AUTHORIZE(context);
+  std::vector<WorkerUsage> usage;
+  for (const rpc::WorkerUsage& w : request->workers()) {
+    usage.push_back({w.rank(), w.pid(), w.cpu_seconds(), w.rss_bytes()});
+  }
+  MutexLock lock(&mu_);
+  response->set_known(job_.Heartbeat(request->node_id(), std::move(usage)));
+  return grpc::Status::OK;
+}
+
+grpc::Status MasterService::ReportFailure(grpc::ServerContext* context,
+                                          const rpc::FailureReport* request, rpc::Ack*) {
+  KEEL_AUTHORIZE(context);
+  FailureInfo f{.rank = request->rank(), .local_rank = request->local_rank(),
+                .exit_code = request->exit_code(), .signal = request->signal(),
+                .reason = request->reason(), .stderr_tail = request->stderr_tail()};
+  MutexLock lock(&mu_);
+  Status s = job_.ReportFailure(request->node_id(), request->round(), f);
+  changed_.SignalAll();
+  return rpc::ToGrpc(s);
+}
+
+grpc::Status MasterService::ReportSuccess(grpc::ServerContext* context,
+                                          const rpc::SuccessReport* request, rpc::Ack*) {
+  KEEL_AUTHORIZE(context);
+  MutexLock lock(&mu_);
+  Status s = job_.ReportSuccess(request->node_id(), request->round());
+  changed_.SignalAll();
+  return rpc::ToGrpc(s);
+}
+
+grpc::Status MasterService::ReportStep(grpc::ServerContext* context,
+                                       const rpc::StepReport* request, rpc::Ack*) {
+  KEEL_AUTHORIZE(context);
+  MutexLock lock(&mu_);
+  job_.ReportStep(request->step());
+  return grpc::Status::OK;
+}
+
+grpc::Status MasterService::GetJob(grpc::ServerContext* context, const rpc::GetJobRequest*,
+                                   rpc::JobStatus* response) {
+  KEEL_AUTHORIZE(context);
+  *response = JobStatusNow();
+  return grpc::Status::OK;
+}
+
+rpc::JobStatus MasterService::JobStatusNow() {
+  rpc::JobStatus out;
+  MutexLock lock(&mu_);
+  ToProto(job_.snapshot(), out.mutable_snapshot());
+  for (const NodeView& v : job_.Nodes()) {
+    rpc::NodeStatus* n = out.add_nodes();
+    n->set_node_id(v.node_id);
+    n->set_hostname(v.hostname);
+    n->set_address(v.address);
+    n->set_nproc(v.nproc);
+    n->set_state(v.state);
+    n->set_group_rank(v.group_rank);
+    n->set_seconds_since_heartbeat(v.seconds_since_heartbeat);
+    for (const WorkerUsage& w : v.workers) {
+      rpc::WorkerUsage* u = n->add_workers();
+      u->set_rank(w.rank);
+      u->set_pid(w.pid);
+      u->set_cpu_seconds(w.cpu_seconds);
+      u->set_rss_bytes(w.rss_bytes);
+    }
+  }
+  out.set_last_failure(job_.last_failure());
+  for (const Event& e : job_.events()) {
+    rpc::JobEvent* ev = out.add_events();
+    ev->set_wall_time_unix_nanos(e.wall_time_unix_nanos);
+    ev->set_text(e.text);
+  }
+  out.set_global_step(job_.global_step());
+  return out;
+}
+
+Snapshot MasterService::WaitForEnd() {
+  MutexLock lock(&mu_);
+  while (!job_.finished()) changed_.Wait(&mu_);
+  return job_.snapshot();
+}
+
+void MasterService::WaitForWatchersToLeave(Duration timeout) {
+  const TimePoint deadline = Clock::Real()->Now() + timeout;
+  MutexLock lock(&mu_);
+  while (open_watches_ > 0) {
+    Duration left = deadline - Clock::Real()->Now();
+    if (left <= Duration::zero()) return;
+    changed_.WaitFor(&mu_, std::min<Duration>(left, std::chrono::milliseconds(50)));
+  }
+}
+
+}  // namespace keel::master

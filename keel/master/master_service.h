@@ -1,0 +1,66 @@
+// MasterService: the keel.rpc.Master gRPC service — JobController behind a mutex, a ticker
+// for time-based transitions, and Watch streams that push every change to the agents.
+//
+// Every RPC checks the job token first; a rejected call changes nothing. A Watch stream that
+// breaks while the job runs drops its node (the agent died: its TCP connection closed), so a
+// SIGKILLed agent is noticed at once rather than after the heartbeat timeout.
+// Thread-safety: thread-safe (gRPC calls it from many threads).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "keel/common/clock.h"
+#include "keel/common/mutex.h"
+#include "keel/master/job_controller.h"
+#include "keel/rpc/auth.h"
+#include "keel/rpc/keel.grpc.pb.h"
+
+namespace keel::master {
+
+class MasterService final : public rpc::Master::Service {
+ public:
+  // `clock` is borrowed and must outlive the service.
+  MasterService(JobOptions options, const std::string& token, Clock* clock = Clock::Real());
+  ~MasterService() override;
+
+  grpc::Status Join(grpc::ServerContext* context, const rpc::JoinRequest* request,
+                    rpc::JoinResponse* response) override;
+  grpc::Status Watch(grpc::ServerContext* context, const rpc::WatchRequest* request,
+                     grpc::ServerWriter<rpc::JobSnapshot>* writer) override;
+  grpc::Status Heartbeat(grpc::ServerContext* context, const rpc::HeartbeatRequest* request,
+                         rpc::HeartbeatResponse* response) override;
+  grpc::Status ReportFailure(grpc::ServerContext* context, const rpc::FailureReport* request,
+                             rpc::Ack* response) override;
+  grpc::Status ReportSuccess(grpc::ServerContext* context, const rpc::SuccessReport* request,
+                             rpc::Ack* response) override;
+  grpc::Status ReportStep(grpc::ServerContext* context, const rpc::StepReport* request,
+                          rpc::Ack* response) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const rpc::GetJobRequest* request,
+                      rpc::JobStatus* response) override;
+
+  // Blocks until the job has succeeded or failed; returns the final snapshot.
+  Snapshot WaitForEnd();
+  // After the end: waits until no Watch stream is still open (every agent has read the final
+  // snapshot and hung up), at most `timeout`.
+  void WaitForWatchersToLeave(Duration timeout);
+  rpc::JobStatus JobStatusNow();
+
+ private:
+  void TickerLoop();
+
+  rpc::TokenAuth auth_;
+  Clock* clock_;
+  Mutex mu_;
+  CondVar changed_;
+  JobController job_ KEEL_GUARDED_BY(mu_);
+  int open_watches_ KEEL_GUARDED_BY(mu_) = 0;
+  bool stopping_ KEEL_GUARDED_BY(mu_) = false;
+  std::thread ticker_;
+};
+
+// Fills a wire snapshot from the controller's.
+void ToProto(const Snapshot& s, rpc::JobSnapshot* out);
+
+}  // namespace keel::master

@@ -1,0 +1,99 @@
+// `keel agent` and `keel run`: run this node's workers for a job. `keel run` without --master
+// also starts the job's master in-process (the single-machine default, like torchrun
+// --standalone).
+#include <fmt/format.h>
+
+#include "keel/common/logging.h"
+#include "tools/keel/command.h"
+#include "tools/keel/master_runner.h"
+#include "tools/keel/train_flags.h"
+
+namespace keel::cli {
+namespace {
+
+struct TrainFlags {
+  JobFlags job;
+  AgentFlags agent;
+};
+
+int RunTraining(const char* name, CLI::App* app, const TrainFlags& f, bool embedded_allowed) {
+  std::vector<std::string> rest = app->remaining();
+  const bool embedded = f.agent.master.empty();
+  if (embedded && !embedded_allowed) {
+    fmt::print(stderr, "keel {}: error: --master HOST:PORT is required\n", name);
+    return kExitUsage;
+  }
+  // `keel agent -- python3 train.py` names its program; `keel run train.py` runs a script
+  // with keel's Python. A bare `*.py` after `keel agent` still gets the interpreter.
+  AgentFlags agent_flags = f.agent;
+  if (!embedded_allowed) {
+    size_t first = !rest.empty() && rest.front() == "--" ? 1 : 0;
+    agent_flags.no_python = agent_flags.no_python ||
+                            (rest.size() > first && !rest[first].ends_with(".py"));
+  }
+  StatusOr<agent::AgentOptions> options =
+      agent_flags.ToAgentOptions(std::move(rest), f.job.token, f.job.tls);
+  if (!options.ok()) {
+    fmt::print(stderr, "keel {}: error: {}\n", name, options.status().message());
+    return kExitUsage;
+  }
+  if (!embedded) return agent::RunAgent(*options);
+
+  StatusOr<master::JobOptions> job = f.job.ToJobOptions();
+  if (!job.ok()) {
+    fmt::print(stderr, "keel {}: error: {}\n", name, job.status().message());
+    return kExitUsage;
+  }
+  StatusOr<RunningMaster> m =
+      StartMaster(*job, fmt::format("0.0.0.0:{}", f.job.port), f.job.token, f.job.tls);
+  if (!m.ok()) {
+    fmt::print(stderr, "keel {}: error: {}\n", name, m.status().message());
+    return kExitFailure;
+  }
+  options->master = fmt::format("127.0.0.1:{}", m->server->port());
+  options->token = m->token;
+  if (!f.job.tls.enabled()) options->tls = {};
+  if (job->max_nodes > 1) {
+    KEEL_LOG(Info, "master for job '{}' on port {}; add nodes with: keel agent --master "
+             "<this host>:{} --token {} ...", job->job_name, m->server->port(),
+             m->server->port(), m->token);
+  }
+  int code = agent::RunAgent(*options);
+  m->service->WaitForWatchersToLeave(std::chrono::seconds(5));
+  return code;
+}
+
+Command MakeTrainCommand(CLI::App* parent, const char* name, const char* help,
+                         bool embedded_allowed) {
+  CLI::App* app = parent->add_subcommand(name, help);
+  app->prefix_command();  // everything from the script on belongs to the script
+  app->fallthrough(false);  // ... so unknown words must not fall through to `keel` itself
+  auto flags = std::make_shared<TrainFlags>();  // shared with the run callback below
+  app->add_option("--master", flags->agent.master,
+                  embedded_allowed ? "Join the job master at HOST:PORT (default: start one here)"
+                                   : "The job master, HOST:PORT");
+  flags->agent.Add(app);
+  flags->job.Add(app, /*master_port_flag=*/embedded_allowed);
+  return {app, [name, app, flags, embedded_allowed] {
+            return RunTraining(name, app, *flags, embedded_allowed);
+          }};
+}
+
+Command MakeRun(CLI::App* parent) {
+  return MakeTrainCommand(parent, "run",
+                          "Run a training script elastically (like torchrun): keel run "
+                          "[flags] train.py [args]",
+                          /*embedded_allowed=*/true);
+}
+KEEL_REGISTER_COMMAND(MakeRun);
+
+Command MakeAgent(CLI::App* parent) {
+  return MakeTrainCommand(parent, "agent",
+                          "Run this node's workers for a job: keel agent --master HOST:PORT "
+                          "[flags] -- python3 train.py [args]",
+                          /*embedded_allowed=*/false);
+}
+KEEL_REGISTER_COMMAND(MakeAgent);
+
+}  // namespace
+}  // namespace keel::cli
