@@ -34,16 +34,13 @@ test-cpp:
 test-python:
 	KEEL_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest
 
-# keel's main job is elastic training (`keel run`), which arrives with the training issue;
-# until then the demo shows what exists: the command, its build, and the Python package.
+# keel's main job: a small GPT trained with DDP on 2 local workers; rank 1 crashes (SIGKILL)
+# at step 25 of the first attempt, keel restarts both workers and the job finishes.
 demo: build
-	@echo "== keel's main job, elastic training (keel run), is not built yet; this shows what is."
-	$(BUILD)/tools/keel/keel --help
-	$(BUILD)/tools/keel/keel version
-	-$(BUILD)/tools/keel/keel gpu
-	PYTHONPATH=$(BUILD)/python $(PYTHON) -c 'import torch, keel, keel._C as C; \
-	  t = torch.zeros(2, 3, dtype=torch.bfloat16); C.fill_(t, 1.5); \
-	  print("keel", keel.__version__, "wrote into a torch tensor from C++ without a copy:", t)'
+	@echo "== keel run --nproc-per-node 2 examples/train_gpt.py (rank 1 is killed at step 25)"
+	$(BUILD)/tools/keel/keel run --nproc-per-node 2 examples/train_gpt.py --steps 60 \
+	  --crash-rank 1 --crash-at-step 25
+	@echo "== the job survived the crash: both workers were restarted and training finished"
 
 format:
 	clang-format -i $(CXX_SOURCES)

@@ -51,7 +51,7 @@ void ToProto(const Snapshot& s, rpc::JobSnapshot* out) {
 }
 
 MasterService::MasterService(JobOptions options, const std::string& token, Clock* clock)
-    : auth_(token), clock_(clock), job_(std::move(options), clock) {
+    : auth_(token), job_(std::move(options), clock) {
   ticker_ = std::thread([this] { TickerLoop(); });
 }
 

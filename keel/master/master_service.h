@@ -51,7 +51,6 @@ class MasterService final : public rpc::Master::Service {
   void TickerLoop();
 
   rpc::TokenAuth auth_;
-  Clock* clock_;
   Mutex mu_;
   CondVar changed_;
   JobController job_ KEEL_GUARDED_BY(mu_);

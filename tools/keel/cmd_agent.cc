@@ -14,10 +14,11 @@ namespace {
 struct TrainFlags {
   JobFlags job;
   AgentFlags agent;
+  std::vector<std::string> command;  // the program and its arguments (see Command::trailing)
 };
 
-int RunTraining(const char* name, CLI::App* app, const TrainFlags& f, bool embedded_allowed) {
-  std::vector<std::string> rest = app->remaining();
+int RunTraining(const char* name, const TrainFlags& f, bool embedded_allowed) {
+  std::vector<std::string> rest = f.command;
   const bool embedded = f.agent.master.empty();
   if (embedded && !embedded_allowed) {
     fmt::print(stderr, "keel {}: error: --master HOST:PORT is required\n", name);
@@ -27,9 +28,8 @@ int RunTraining(const char* name, CLI::App* app, const TrainFlags& f, bool embed
   // with keel's Python. A bare `*.py` after `keel agent` still gets the interpreter.
   AgentFlags agent_flags = f.agent;
   if (!embedded_allowed) {
-    size_t first = !rest.empty() && rest.front() == "--" ? 1 : 0;
-    agent_flags.no_python = agent_flags.no_python ||
-                            (rest.size() > first && !rest[first].ends_with(".py"));
+    agent_flags.no_python =
+        agent_flags.no_python || (!rest.empty() && !rest.front().ends_with(".py"));
   }
   StatusOr<agent::AgentOptions> options =
       agent_flags.ToAgentOptions(std::move(rest), f.job.token, f.job.tls);
@@ -66,17 +66,17 @@ int RunTraining(const char* name, CLI::App* app, const TrainFlags& f, bool embed
 Command MakeTrainCommand(CLI::App* parent, const char* name, const char* help,
                          bool embedded_allowed) {
   CLI::App* app = parent->add_subcommand(name, help);
-  app->prefix_command();  // everything from the script on belongs to the script
-  app->fallthrough(false);  // ... so unknown words must not fall through to `keel` itself
   auto flags = std::make_shared<TrainFlags>();  // shared with the run callback below
   app->add_option("--master", flags->agent.master,
                   embedded_allowed ? "Join the job master at HOST:PORT (default: start one here)"
                                    : "The job master, HOST:PORT");
   flags->agent.Add(app);
   flags->job.Add(app, /*master_port_flag=*/embedded_allowed);
-  return {app, [name, app, flags, embedded_allowed] {
-            return RunTraining(name, app, *flags, embedded_allowed);
-          }};
+  return {app,
+          [name, flags, embedded_allowed] {
+            return RunTraining(name, *flags, embedded_allowed);
+          },
+          &flags->command};
 }
 
 Command MakeRun(CLI::App* parent) {

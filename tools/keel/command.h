@@ -26,7 +26,17 @@ inline constexpr int kExitUsage = 2;
 struct Command {
   CLI::App* app;             // the subcommand, owned by the parent app
   std::function<int()> run;  // called after a successful parse if this subcommand was chosen
+  // For commands that end in a program to run (`keel run [flags] train.py args`): main()
+  // stops flag parsing at the first word that is not one of the command's flags or their
+  // values (or after a `--`) and stores that word and everything after it here, untouched.
+  std::vector<std::string>* trailing = nullptr;
 };
+
+// Index of the first argv element, after `start`, that begins `app`'s trailing command
+// line: a `--` (the index after it is used) or the first word that is not a flag of `app`
+// or a flag's value. Returns argc when there is none. Sets *skip_separator for a `--`.
+int FindTrailingStart(const CLI::App& app, int argc, char** argv, int start,
+                      bool* skip_separator);
 
 using CommandFactory = Command (*)(CLI::App* parent);
 

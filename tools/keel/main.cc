@@ -28,8 +28,22 @@ int main(int argc, char** argv) {
   std::vector<cli::Command> commands;
   for (cli::CommandFactory factory : cli::Registry()) commands.push_back(factory(&app));
 
+  // A command that runs a program takes everything from the program on verbatim: split it off
+  // before CLI11 sees it (keel's own flags stay before it and are fully checked).
+  int parse_argc = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (argv[i][0] == '-') continue;
+    for (cli::Command& command : commands) {
+      if (command.trailing == nullptr || command.app->get_name() != argv[i]) continue;
+      bool separator = false;
+      parse_argc = cli::FindTrailingStart(*command.app, argc, argv, i + 1, &separator);
+      command.trailing->assign(argv + parse_argc + (separator ? 1 : 0), argv + argc);
+    }
+    break;  // the first bare word is the subcommand
+  }
+
   try {
-    app.parse(argc, argv);
+    app.parse(parse_argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

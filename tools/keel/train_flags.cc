@@ -100,7 +100,6 @@ void AgentFlags::Add(CLI::App* app) {
 StatusOr<agent::AgentOptions> AgentFlags::ToAgentOptions(std::vector<std::string> rest,
                                                          const std::string& token,
                                                          const rpc::TlsOptions& tls) const {
-  if (!rest.empty() && rest.front() == "--") rest.erase(rest.begin());
   if (rest.empty()) return InvalidArgumentError("no training script given (keel run ... train.py)");
   if (rest.front().starts_with("-")) {
     return InvalidArgumentError("unknown flag '" + rest.front() + "' (see --help)");

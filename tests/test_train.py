@@ -1,0 +1,197 @@
+"""End-to-end: keel run / keel master / keel agent running real torch DDP jobs (gloo).
+
+Every test starts real keel processes and real PyTorch workers, and checks afterwards that
+no worker process is left behind.
+"""
+
+import glob
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+WORKER = str(ROOT / "tests" / "workers" / "ddp_worker.py")
+EXAMPLE = str(ROOT / "examples" / "train_gpt.py")
+
+
+@pytest.fixture
+def tag():
+    """A unique word put on every worker's command line; no process may carry it at the end."""
+    t = f"keeltest-{uuid.uuid4().hex[:12]}"
+    yield t
+    deadline = time.time() + 10
+    while time.time() < deadline and stray(t):
+        time.sleep(0.1)
+    left = stray(t)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"orphan worker processes left behind: {left}"
+
+
+def stray(t):
+    out = subprocess.run(["pgrep", "-f", t], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def keel(keel_bin, *args, **kw):
+    return subprocess.Popen([keel_bin, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
+
+
+def finish(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(pattern, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = glob.glob(pattern)
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {pattern}")
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def start_master(keel_bin, *args):
+    m = keel(keel_bin, "master", "--port", "0", "--token", "secret", *args)
+    line = m.stdout.readline()
+    match = re.search(r"listening on port (\d+)", line)
+    assert match, f"master did not start: {line!r} {m.stderr.read() if m.poll() else ''}"
+    return m, f"127.0.0.1:{match.group(1)}"
+
+
+def test_one_node_two_workers_trains_the_example(keel_bin, tag, tmp_path):
+    script = tmp_path / tag / "train_gpt.py"  # the tag in the path marks the workers' argv
+    script.parent.mkdir()
+    script.symlink_to(EXAMPLE)
+    rc, out, err = finish(keel(keel_bin, "run", "--nproc-per-node", "2", str(script),
+                               "--steps", "20", "--batch", "4"))
+    assert rc == 0, err
+    assert "[rank 0]: training on 2 worker(s)" in out
+    assert "[rank 0]: training finished" in out
+    assert "job succeeded: all 2 workers of round 1 exited 0 (0 restart(s))" in err
+
+
+def test_sigkill_of_one_worker_restarts_all_and_completes(keel_bin, tag, tmp_path):
+    proc = keel(keel_bin, "run", "--nproc-per-node", "2", WORKER, "--steps", "150",
+                "--step-sleep", "0.02", "--pid-dir", str(tmp_path), "--tag", tag)
+    victim = int(open(wait_for(str(tmp_path / "r1-c0-w2.pid"))[0]).read())
+    peer = int(open(wait_for(str(tmp_path / "r0-c0-w2.pid"))[0]).read())
+    os.kill(victim, signal.SIGKILL)
+    rc, out, err = finish(proc)
+    assert rc == 0, err
+    assert "worker rank 1 killed by signal 9 (SIGKILL)" in err
+    assert "(1 restart(s))" in err
+    assert os.path.exists(tmp_path / "r0-c1-w2.pid") and os.path.exists(tmp_path / "r1-c1-w2.pid")
+    assert "done rank 0 world 2 restart 1" in out and "done rank 1 world 2 restart 1" in out
+    assert not alive(peer)  # the surviving rank of round 1 was stopped, not left running
+
+
+def test_too_many_failures_fail_the_job_naming_rank_and_exit_code(keel_bin, tag):
+    rc, out, err = finish(keel(keel_bin, "run", "--nproc-per-node", "2", "--max-restarts", "1",
+                               WORKER, "--fail-rank", "1", "--fail-code", "3", "--tag", tag))
+    assert rc == 1, err
+    assert "more than --max-restarts 1" in err
+    assert "rank 1 (local rank 1)" in err and "exited with code 3" in err
+    assert "rank 1 failing with code 3" in err  # the worker's last stderr lines
+    assert err.count("starting 2 worker(s)") == 2  # first attempt + one restart
+
+
+def test_wrong_token_is_rejected_and_changes_nothing(keel_bin, tag, tmp_path):
+    master, addr = start_master(keel_bin, "--nnodes", "1")
+    try:
+        rc, _, err = finish(keel(keel_bin, "agent", "--master", addr, "--token", "wrong",
+                                 "--", sys.executable, WORKER, "--tag", tag), timeout=60)
+        assert rc == 1
+        assert "wrong job token" in err
+        assert master.poll() is None  # the master keeps serving
+        rc, out, err = finish(keel(keel_bin, "agent", "--master", addr, "--token", "secret",
+                                   "--nproc-per-node", "2", "--", sys.executable, WORKER,
+                                   "--pid-dir", str(tmp_path), "--tag", tag))
+        assert rc == 0, err
+        assert "done rank 1 world 2 restart 0" in out  # the rejected agent never counted
+        assert finish(master, timeout=30)[0] == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+
+
+def test_sigkill_of_an_agent_shrinks_the_world_and_the_job_completes(keel_bin, tag, tmp_path):
+    master, addr = start_master(keel_bin, "--nnodes", "1:2", "--rdzv-last-call", "1")
+    agents = [keel(keel_bin, "agent", "--master", addr, "--token", "secret", "--",
+                   sys.executable, WORKER, "--steps", "200", "--step-sleep", "0.02",
+                   "--pid-dir", str(tmp_path), "--tag", tag) for _ in range(2)]
+    try:
+        wait_for(str(tmp_path / "r0-c0-w2.pid"))
+        wait_for(str(tmp_path / "r1-c0-w2.pid"))
+        # Find which agent runs rank 1 and kill that agent outright.
+        rank1 = int(open(tmp_path / "r1-c0-w2.pid").read())
+        ppid = int(open(f"/proc/{rank1}/stat").read().rsplit(")", 1)[1].split()[1])
+        victim = next(a for a in agents if a.pid == ppid)
+        survivor = next(a for a in agents if a.pid != ppid)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        rc, out, err = finish(survivor)
+        assert rc == 0, err
+        assert "done rank 0 world 1 restart 0" in out  # smaller world; not a failure
+        assert finish(master, timeout=30)[0] == 0
+        deadline = time.time() + 5
+        while alive(rank1) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not alive(rank1)  # the killed agent's worker died with it
+    finally:
+        for p in [master, *agents]:
+            if p.poll() is None:
+                p.kill()
+
+
+def test_a_second_agent_grows_the_world(keel_bin, tag, tmp_path):
+    master, addr = start_master(keel_bin, "--nnodes", "1:2", "--rdzv-last-call", "0.5")
+    cmd = ["--master", addr, "--token", "secret", "--", sys.executable, WORKER, "--steps",
+           "150", "--step-sleep", "0.02", "--pid-dir", str(tmp_path), "--tag", tag]
+    first = keel(keel_bin, "agent", *cmd)
+    second = None
+    try:
+        wait_for(str(tmp_path / "r0-c0-w1.pid"))  # one node, world of one worker
+        second = keel(keel_bin, "agent", *cmd)
+        wait_for(str(tmp_path / "r1-c0-w2.pid"))  # the world grew to two nodes
+        for p in (first, second):
+            rc, out, err = finish(p)
+            assert rc == 0, err
+        assert finish(master, timeout=30)[0] == 0
+    finally:
+        for p in (master, first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+
+
+def test_bad_flags_exit_2_naming_the_flag(keel_bin):
+    cases = [
+        (["run", "--nnodes", "3:1", WORKER], "--nnodes"),
+        (["run", "--nproc-per-node", "0", WORKER], "--nproc-per-node"),
+        (["run"], "no training script"),
+        (["run", "--bogus", WORKER], "--bogus"),
+        (["agent", WORKER], "--master"),
+        (["master", "--port", "70000"], "--port"),
+        (["master", "--nnodes", "2:4", "--node-unit", "3"], "--node-unit"),
+    ]
+    for args, expected in cases:
+        r = subprocess.run([keel_bin, *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, (args, r.stderr)
+        assert expected in r.stderr, (args, r.stderr)
