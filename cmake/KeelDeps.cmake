@@ -7,6 +7,10 @@ find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 find_package(GTest REQUIRED)
 find_program(KEEL_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+find_package(PkgConfig REQUIRED)
+# cpp-httplib (Debian's compiled build): its .pc file carries the feature macros the library
+# was built with, which every includer must match.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 
 # CUDA: the toolkit's headers are used at build time only; the driver is loaded at run time
 # (dlopen), so a CUDA-enabled binary still runs on machines without a GPU or driver.

@@ -11,6 +11,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   # --- keel/common: logging (spdlog over fmt) ---
   libspdlog-dev libfmt-dev
+  # --- master HTTP endpoints (/healthz, /metrics, /api/job) ---
+  libcpp-httplib-dev
   # --- tools/keel: command-line parsing ---
   libcli11-dev
   # --- keel/rpc: gRPC + protobuf (library, compiler, gRPC C++ plugin) ---

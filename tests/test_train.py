@@ -5,6 +5,7 @@ no worker process is left behind.
 """
 
 import glob
+import json
 import os
 import pathlib
 import re
@@ -12,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -68,12 +71,25 @@ def alive(pid):
         return False
 
 
-def start_master(keel_bin, *args):
-    m = keel(keel_bin, "master", "--port", "0", "--token", "secret", *args)
+def start_master(keel_bin, *args, http=False):
+    m = keel(keel_bin, "master", "--port", "0", "--token", "secret", *args,
+             *(["--http-port", "0"] if http else []))
     line = m.stdout.readline()
     match = re.search(r"listening on port (\d+)", line)
     assert match, f"master did not start: {line!r} {m.stderr.read() if m.poll() else ''}"
-    return m, f"127.0.0.1:{match.group(1)}"
+    addr = f"127.0.0.1:{match.group(1)}"
+    if not http:
+        return m, addr
+    http_port = re.search(r"http on port (\d+)", m.stdout.readline()).group(1)
+    return m, addr, f"http://127.0.0.1:{http_port}"
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def test_one_node_two_workers_trains_the_example(keel_bin, tag, tmp_path):
@@ -195,3 +211,58 @@ def test_bad_flags_exit_2_naming_the_flag(keel_bin):
         r = subprocess.run([keel_bin, *args], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2, (args, r.stderr)
         assert expected in r.stderr, (args, r.stderr)
+
+
+def test_status_http_metrics_and_reported_steps(keel_bin, tag, tmp_path):
+    master, addr, http = start_master(keel_bin, "--nnodes", "1", "--job", "obs", http=True)
+    agent = keel(keel_bin, "agent", "--master", addr, "--token", "secret", "--nproc-per-node",
+                 "2", "--heartbeat-interval", "0.2", "--", sys.executable, WORKER, "--steps",
+                 "400", "--step-sleep", "0.02", "--report-steps", "--pid-dir", str(tmp_path),
+                 "--tag", tag)
+    try:
+        pid0 = int(open(wait_for(str(tmp_path / "r0-c0-w2.pid"))[0]).read())
+        deadline = time.time() + 30
+        job = {}
+        while time.time() < deadline:
+            job = json.loads(get(http + "/api/job")[1])
+            pids = [w["pid"] for n in job["nodes"] for w in n["workers"]]
+            if int(job["global_step"]) >= 20 and pid0 in pids:
+                break
+            time.sleep(0.1)
+        assert int(job["global_step"]) >= 20, job
+        assert job["snapshot"]["state"] == "JOB_STATE_RUNNING"
+        assert job["nodes"][0]["state"] == "running" and len(job["nodes"][0]["workers"]) == 2
+        assert "token" not in json.dumps(job) and "secret" not in json.dumps(job)
+
+        assert get(http + "/healthz") == (200, "ok\n")
+        code, metrics = get(http + "/metrics")
+        assert code == 200
+        assert 'keel_job_state{job="obs",state="running"} 1' in metrics
+        assert 'keel_job_world_size{job="obs"} 2' in metrics
+        assert re.search(r'keel_job_global_step\{job="obs"\} (\d+)', metrics)
+        assert re.search(r'keel_worker_rss_bytes\{job="obs",node="[^"]+",rank="1"\} \d+', metrics)
+        code, body = get(http + "/nope")
+        assert code == 404 and "no such endpoint '/nope'" in json.loads(body)["error"]
+        req = urllib.request.Request(http + "/api/job", data=b"x", method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            raise AssertionError("POST accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 405
+
+        r = subprocess.run([keel_bin, "status", "--master", addr, "--token", "secret"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "job obs: running, round 1, 2 worker(s)" in r.stdout
+        assert f"pid {pid0}" in r.stdout
+        r = subprocess.run([keel_bin, "status", "--master", addr, "--token", "bad"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr
+
+        rc, _, err = finish(agent)
+        assert rc == 0, err
+        assert finish(master, timeout=30)[0] == 0
+    finally:
+        for p in (master, agent):
+            if p.poll() is None:
+                p.kill()

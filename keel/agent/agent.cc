@@ -4,15 +4,21 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstddef>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <random>
 #include <thread>
 
 #include "keel/agent/worker_group.h"
+#include "keel/common/build_info.h"
 #include "keel/common/logging.h"
 #include "keel/common/mutex.h"
 #include "keel/rpc/channel.h"
@@ -65,9 +71,10 @@ StatusOr<std::string> LocalAddressFor(const std::string& host, const std::string
   close(fd);
   if (!ok) return ErrnoError(err, "finding the local address towards '" + host + "'");
   char text[INET6_ADDRSTRLEN] = {0};
-  const void* addr = local.ss_family == AF_INET
-                         ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
-                         : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
+  const void* addr =
+      local.ss_family == AF_INET
+          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
+          : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
   inet_ntop(local.ss_family, addr, text, sizeof(text));
   return std::string(text);
 }
@@ -88,14 +95,30 @@ StatusOr<int> FreePort() {
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
+// Binds an abstract-namespace Unix datagram socket (no file to clean up) named `name`.
+StatusOr<int> BindAgentSocket(const std::string& name) {
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoError(errno, "agent socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t len = std::min(name.size(), sizeof(addr.sun_path) - 2);
+  std::memcpy(addr.sun_path + 1, name.data(), len);  // sun_path[0] == 0: abstract
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr),
+           static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + len)) != 0) {
+    int err = errno;
+    close(fd);
+    return ErrnoError(err, "binding the agent socket @" + name);
+  }
+  return fd;
+}
+
 bool Retryable(StatusCode code) {
   return code == StatusCode::kUnavailable || code == StatusCode::kDeadlineExceeded;
 }
 
 class AgentRun {
  public:
-  AgentRun(const AgentOptions& options, std::unique_ptr<rpc::Channel> channel,
-           std::string address)
+  AgentRun(const AgentOptions& options, std::unique_ptr<rpc::Channel> channel, std::string address)
       : o_(options),
         channel_(std::move(channel)),
         stub_(rpc::Master::NewStub(channel_->grpc_channel())),
@@ -117,6 +140,8 @@ class AgentRun {
     return Clock::Real()->Now() - last_contact_ > o_.master_timeout;
   }
   void StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember& me);
+  // Receives "step <rank> <step>" datagrams from workers (keel.report_step).
+  void SocketLoop(int fd);
   void StopWorkers();
   void Report(const rpc::JobSnapshot& snap, WorkerGroup::Outcome outcome,
               const WorkerFailure& failure);
@@ -139,6 +164,8 @@ class AgentRun {
   TimePoint last_contact_ KEEL_GUARDED_BY(mu_);
   grpc::ClientContext* watch_context_ KEEL_GUARDED_BY(mu_) = nullptr;
   std::vector<WorkerStats> stats_ KEEL_GUARDED_BY(mu_);
+  int64_t global_step_ KEEL_GUARDED_BY(mu_) = 0;
+  std::string socket_name_;  // set before workers start; empty if the socket is unavailable
 };
 
 template <typename Call>
@@ -232,6 +259,7 @@ void AgentRun::HeartbeatLoop() {
     if (stopping_) return;
     rpc::HeartbeatRequest req;
     req.set_node_id(node_id_);
+    req.set_global_step(global_step_);
     for (const WorkerStats& w : stats_) {
       rpc::WorkerUsage* u = req.add_workers();
       u->set_rank(w.rank);
@@ -285,6 +313,14 @@ void AgentRun::StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember
     set("KEEL_JOB", snap.job_name());
     set("KEEL_ROUND", std::to_string(snap.round()));
     set("KEEL_NODE_ID", node_id_);
+    if (!socket_name_.empty()) set("KEEL_AGENT_SOCKET", "@" + socket_name_);
+    // `import keel` from the build tree, when keel runs from there (installed keel is on the
+    // interpreter's path already).
+    const std::string package_dir = build_info::kPythonPackageDir;
+    if (access((package_dir + "/keel/__init__.py").c_str(), R_OK) == 0) {
+      std::optional<std::string> pp = GetEnv(spec.env, "PYTHONPATH");
+      set("PYTHONPATH", pp && !pp->empty() ? package_dir + ":" + *pp : package_dir);
+    }
     set_default("OMP_NUM_THREADS", "1");
     set_default("PYTHONUNBUFFERED", "1");  // worker output streams live through the pipes
     specs.push_back(std::move(spec));
@@ -298,12 +334,37 @@ void AgentRun::StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember
     // Reported like a worker failure: it counts against --max-restarts and ends up in the
     // job's summary, instead of leaving the job waiting for this node.
     KEEL_LOG(Error, "{}", group.status().ToString());
-    WorkerFailure f{.rank = me.first_rank(), .status = ExitStatus{.exited = true, .code = 127},
+    WorkerFailure f{.rank = me.first_rank(),
+                    .status = ExitStatus{.exited = true, .code = 127},
                     .stderr_tail = group.status().message()};
     Report(snap, WorkerGroup::Outcome::kFailed, f);
     return;
   }
   workers_ = std::move(group).value();
+}
+
+void AgentRun::SocketLoop(int fd) {
+  char buf[256];
+  while (true) {
+    {
+      MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0) continue;
+    buf[n] = 0;
+    int rank = 0;
+    long long step = 0;
+    if (std::sscanf(buf, "step %d %lld", &rank, &step) != 2 || step < 0) {
+      KEEL_LOG(Debug, "ignoring a malformed message on the agent socket");
+      continue;
+    }
+    MutexLock lock(&mu_);
+    global_step_ = std::max<int64_t>(global_step_, step);
+  }
+  close(fd);
 }
 
 void AgentRun::StopWorkers() {
@@ -329,17 +390,15 @@ void AgentRun::Report(const rpc::JobSnapshot& snap, WorkerGroup::Outcome outcome
     req.set_stderr_tail(f.stderr_tail);
     KEEL_LOG(Warn, "round {}: worker rank {} {}", snap.round(), f.rank, f.status.ToString());
     rpc::Ack ack;
-    s = CallWithRetry("reporting a worker failure", [&](grpc::ClientContext* c) {
-      return stub_->ReportFailure(c, req, &ack);
-    });
+    s = CallWithRetry("reporting a worker failure",
+                      [&](grpc::ClientContext* c) { return stub_->ReportFailure(c, req, &ack); });
   } else {
     rpc::SuccessReport req;
     req.set_node_id(node_id_);
     req.set_round(snap.round());
     rpc::Ack ack;
-    s = CallWithRetry("reporting success", [&](grpc::ClientContext* c) {
-      return stub_->ReportSuccess(c, req, &ack);
-    });
+    s = CallWithRetry("reporting success",
+                      [&](grpc::ClientContext* c) { return stub_->ReportSuccess(c, req, &ack); });
   }
   if (!s.ok()) KEEL_LOG(Error, "{}", s.ToString());
 }
@@ -351,6 +410,13 @@ int AgentRun::Run() {
   }
   std::thread watcher([this] { WatchLoop(); });
   std::thread heartbeat([this] { HeartbeatLoop(); });
+  std::thread socket_reader;
+  if (StatusOr<int> fd = BindAgentSocket("keel-agent-" + node_id_); fd.ok()) {
+    socket_name_ = "keel-agent-" + node_id_;
+    socket_reader = std::thread([this, sock = *fd] { SocketLoop(sock); });
+  } else {
+    KEEL_LOG(Warn, "keel.report_step will not reach the master: {}", fd.status().ToString());
+  }
   int64_t running_round = -1;
   bool reported = false;
   TimePoint next_stats = Clock::Real()->Now();
@@ -388,8 +454,10 @@ int AgentRun::Run() {
     if (snap->state() == rpc::JOB_STATE_SUCCEEDED || snap->state() == rpc::JOB_STATE_FAILED) {
       StopWorkers();
       const bool ok = snap->state() == rpc::JOB_STATE_SUCCEEDED;
-      if (ok) KEEL_LOG(Info, "{}", snap->message());
-      else KEEL_LOG(Error, "{}", snap->message());
+      if (ok)
+        KEEL_LOG(Info, "{}", snap->message());
+      else
+        KEEL_LOG(Error, "{}", snap->message());
       exit_code = ok ? 0 : 1;
       break;
     }
@@ -449,6 +517,7 @@ int AgentRun::Run() {
   }
   watcher.join();
   heartbeat.join();
+  if (socket_reader.joinable()) socket_reader.join();
   return exit_code;
 }
 
@@ -462,7 +531,8 @@ Status AgentOptions::Validate() const {
   if (heartbeat_interval <= Duration::zero()) {
     return InvalidArgumentError("--heartbeat-interval must be > 0");
   }
-  if (master_timeout <= Duration::zero()) return InvalidArgumentError("--master-timeout must be > 0");
+  if (master_timeout <= Duration::zero())
+    return InvalidArgumentError("--master-timeout must be > 0");
   if (stop_grace < Duration::zero()) return InvalidArgumentError("--stop-grace must be >= 0");
   return OkStatus();
 }

@@ -93,9 +93,8 @@ struct WorkerGroup::Worker {
   // Waits (briefly) until stderr reached EOF, so the tail holds the last words.
   void AwaitStderr(Duration timeout) {
     MutexLock lock(&mu);
-    if (!err_eof) err_done.WaitFor(&mu, timeout, [this]() KEEL_NO_THREAD_SAFETY_ANALYSIS {
-      return err_eof;
-    });
+    if (!err_eof)
+      err_done.WaitFor(&mu, timeout, [this]() KEEL_NO_THREAD_SAFETY_ANALYSIS { return err_eof; });
   }
 
   void JoinThreads() {

@@ -54,7 +54,7 @@ const char* JobStateName(JobState state) {
 JobController::JobController(JobOptions options, Clock* clock)
     : options_(std::move(options)), clock_(clock) {
   KEEL_CHECK(options_.Validate().ok(), "invalid JobOptions: {}", options_.Validate().ToString());
-  last_join_ = rendezvous_opened_ = clock_->Now();
+  last_join_ = rendezvous_opened_ = created_ = round_started_ = ended_ = clock_->Now();
   snapshot_.version = 1;
   snapshot_.round = 1;
   snapshot_.max_restarts = options_.max_restarts;
@@ -257,6 +257,7 @@ void JobController::FormRound(std::vector<std::string> admitted) {
   snapshot_.master_addr = rank0.info.address;
   snapshot_.master_port = rank0.info.free_port;
   snapshot_.state = JobState::kRunning;
+  round_started_ = clock_->Now();
   previous_members_ = std::move(admitted);
   snapshot_.message = fmt::format("round {} formed: {} node(s), {} workers", snapshot_.round,
                                   snapshot_.world.size(), snapshot_.world_size);
@@ -282,10 +283,21 @@ void JobController::OpenRound(const std::string& reason) {
 }
 
 void JobController::Finish(JobState state, const std::string& message) {
+  if (state == JobState::kFailed) round_started_ = clock_->Now();  // nothing was kept
+  ended_ = clock_->Now();
   snapshot_.state = state;
   snapshot_.message = message;
   Record(message);
   Changed();
+}
+
+double JobController::Goodput() const {
+  const TimePoint end = finished() ? ended_ : clock_->Now();
+  const Duration wall = end - created_;
+  if (wall <= Duration::zero()) return 0;
+  const bool kept =
+      snapshot_.state == JobState::kRunning || snapshot_.state == JobState::kSucceeded;
+  return kept ? Seconds(end - round_started_) / Seconds(wall) : 0;
 }
 
 std::vector<NodeView> JobController::Nodes() const {

@@ -140,6 +140,10 @@ class JobController {
   const std::deque<Event>& events() const { return events_; }
   const std::string& last_failure() const { return last_failure_; }
   int64_t global_step() const { return global_step_; }
+  // Fraction of the job's wall time spent running a round whose work is kept. Until workers
+  // resume from checkpoints, only the current (or final, successful) round's work is kept:
+  // time in failed or superseded rounds and in rendezvous counts as lost.
+  double Goodput() const;
   const JobOptions& options() const { return options_; }
 
  private:
@@ -168,6 +172,9 @@ class JobController {
   std::vector<std::string> previous_members_;  // by group rank, from the last formed round
   TimePoint last_join_;
   TimePoint rendezvous_opened_;
+  TimePoint created_;
+  TimePoint round_started_;  // when the current round began running
+  TimePoint ended_;          // when the job succeeded or failed
   Snapshot snapshot_;
   std::deque<Event> events_;
   std::string last_failure_;

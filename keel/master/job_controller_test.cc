@@ -256,6 +256,20 @@ TEST_F(JobControllerTest, MalformedJoinsAreRejectedAndChangeNothing) {
   EXPECT_EQ(state(), JobState::kRendezvous);
 }
 
+TEST_F(JobControllerTest, GoodputCountsOnlyTheRoundWhoseWorkIsKept) {
+  Make({.min_nodes = 1, .max_nodes = 1, .heartbeat_timeout = seconds(100)});
+  clock_.Advance(seconds(2));  // rendezvous: lost
+  Join("n1");
+  clock_.Advance(seconds(4));  // round 1 runs, then fails: lost
+  ASSERT_TRUE(job_->ReportFailure("n1", 1, Failure(0, 1)).ok());
+  Join("n1");
+  clock_.Advance(seconds(6));  // round 2 runs: kept
+  EXPECT_DOUBLE_EQ(job_->Goodput(), 6.0 / 12.0);
+  ASSERT_TRUE(job_->ReportSuccess("n1", 2).ok());
+  clock_.Advance(seconds(100));  // after the end nothing changes
+  EXPECT_DOUBLE_EQ(job_->Goodput(), 0.5);
+}
+
 TEST(JobOptionsTest, ValidationNamesTheFlag) {
   JobOptions inverted{.min_nodes = 3, .max_nodes = 2};
   EXPECT_NE(inverted.Validate().message().find("--nnodes"), std::string::npos);

@@ -14,16 +14,20 @@ constexpr auto kWatchPoll = std::chrono::milliseconds(200);
 
 rpc::JobState StateToProto(JobState s) {
   switch (s) {
-    case JobState::kRendezvous: return rpc::JOB_STATE_RENDEZVOUS;
-    case JobState::kRunning: return rpc::JOB_STATE_RUNNING;
-    case JobState::kSucceeded: return rpc::JOB_STATE_SUCCEEDED;
-    case JobState::kFailed: return rpc::JOB_STATE_FAILED;
+    case JobState::kRendezvous:
+      return rpc::JOB_STATE_RENDEZVOUS;
+    case JobState::kRunning:
+      return rpc::JOB_STATE_RUNNING;
+    case JobState::kSucceeded:
+      return rpc::JOB_STATE_SUCCEEDED;
+    case JobState::kFailed:
+      return rpc::JOB_STATE_FAILED;
   }
   return rpc::JOB_STATE_UNSPECIFIED;
 }
 
-#define KEEL_AUTHORIZE(context)                                 \
-  do {                                                          \
+#define KEEL_AUTHORIZE(context)                                      \
+  do {                                                               \
     if (grpc::Status s = auth_.Check(*(context)); !s.ok()) return s; \
   } while (false)
 
@@ -77,8 +81,10 @@ void MasterService::TickerLoop() {
 grpc::Status MasterService::Join(grpc::ServerContext* context, const rpc::JoinRequest* request,
                                  rpc::JoinResponse* response) {
   KEEL_AUTHORIZE(context);
-  JoinInfo info{.node_id = request->node_id(), .hostname = request->hostname(),
-                .address = request->address(), .nproc = request->nproc(),
+  JoinInfo info{.node_id = request->node_id(),
+                .hostname = request->hostname(),
+                .address = request->address(),
+                .nproc = request->nproc(),
                 .free_port = request->free_port()};
   MutexLock lock(&mu_);
   StatusOr<int64_t> round = job_.Join(info);
@@ -144,15 +150,19 @@ grpc::Status MasterService::Heartbeat(grpc::ServerContext* context,
   }
   MutexLock lock(&mu_);
   response->set_known(job_.Heartbeat(request->node_id(), std::move(usage)));
+  if (response->known()) job_.ReportStep(request->global_step());
   return grpc::Status::OK;
 }
 
 grpc::Status MasterService::ReportFailure(grpc::ServerContext* context,
                                           const rpc::FailureReport* request, rpc::Ack*) {
   KEEL_AUTHORIZE(context);
-  FailureInfo f{.rank = request->rank(), .local_rank = request->local_rank(),
-                .exit_code = request->exit_code(), .signal = request->signal(),
-                .reason = request->reason(), .stderr_tail = request->stderr_tail()};
+  FailureInfo f{.rank = request->rank(),
+                .local_rank = request->local_rank(),
+                .exit_code = request->exit_code(),
+                .signal = request->signal(),
+                .reason = request->reason(),
+                .stderr_tail = request->stderr_tail()};
   MutexLock lock(&mu_);
   Status s = job_.ReportFailure(request->node_id(), request->round(), f);
   changed_.SignalAll();
@@ -168,8 +178,8 @@ grpc::Status MasterService::ReportSuccess(grpc::ServerContext* context,
   return rpc::ToGrpc(s);
 }
 
-grpc::Status MasterService::ReportStep(grpc::ServerContext* context,
-                                       const rpc::StepReport* request, rpc::Ack*) {
+grpc::Status MasterService::ReportStep(grpc::ServerContext* context, const rpc::StepReport* request,
+                                       rpc::Ack*) {
   KEEL_AUTHORIZE(context);
   MutexLock lock(&mu_);
   job_.ReportStep(request->step());
@@ -211,6 +221,7 @@ rpc::JobStatus MasterService::JobStatusNow() {
     ev->set_text(e.text);
   }
   out.set_global_step(job_.global_step());
+  out.set_goodput(job_.Goodput());
   return out;
 }
 

@@ -5,8 +5,9 @@ copies (see docs/python-tensors.md).
 """
 
 from keel import _C
+from keel._progress import report_step
 
 __version__ = _C.__version__
 build_info = dict(_C.build_info)
 
-__all__ = ["__version__", "build_info"]
+__all__ = ["__version__", "build_info", "report_step"]

@@ -23,6 +23,7 @@ def main():
     p.add_argument("--pid-dir", default="")
     p.add_argument("--fail-rank", type=int, default=-1)
     p.add_argument("--fail-code", type=int, default=3)
+    p.add_argument("--report-steps", action="store_true")  # keel.report_step each step
     p.add_argument("--tag", default="")  # lets tests find stray processes by command line
     args = p.parse_args()
 
@@ -45,6 +46,9 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if args.report_steps:
+            import keel
+            keel.report_step(step + 1)
         time.sleep(args.step_sleep)
     dist.destroy_process_group()
     print(f"done rank {rank} world {world} restart {restart}", flush=True)

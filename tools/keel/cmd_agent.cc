@@ -44,8 +44,8 @@ int RunTraining(const char* name, const TrainFlags& f, bool embedded_allowed) {
     fmt::print(stderr, "keel {}: error: {}\n", name, job.status().message());
     return kExitUsage;
   }
-  StatusOr<RunningMaster> m =
-      StartMaster(*job, fmt::format("0.0.0.0:{}", f.job.port), f.job.token, f.job.tls);
+  StatusOr<RunningMaster> m = StartMaster(*job, fmt::format("0.0.0.0:{}", f.job.port),
+                                          f.job.http_port, f.job.token, f.job.tls);
   if (!m.ok()) {
     fmt::print(stderr, "keel {}: error: {}\n", name, m.status().message());
     return kExitFailure;
@@ -53,10 +53,12 @@ int RunTraining(const char* name, const TrainFlags& f, bool embedded_allowed) {
   options->master = fmt::format("127.0.0.1:{}", m->server->port());
   options->token = m->token;
   if (!f.job.tls.enabled()) options->tls = {};
+  if (m->http) KEEL_LOG(Info, "status on http://127.0.0.1:{}/api/job", m->http->port());
   if (job->max_nodes > 1) {
-    KEEL_LOG(Info, "master for job '{}' on port {}; add nodes with: keel agent --master "
-             "<this host>:{} --token {} ...", job->job_name, m->server->port(),
-             m->server->port(), m->token);
+    KEEL_LOG(Info,
+             "master for job '{}' on port {}; add nodes with: keel agent --master "
+             "<this host>:{} --token {} ...",
+             job->job_name, m->server->port(), m->server->port(), m->token);
   }
   int code = agent::RunAgent(*options);
   m->service->WaitForWatchersToLeave(std::chrono::seconds(5));
@@ -73,9 +75,7 @@ Command MakeTrainCommand(CLI::App* parent, const char* name, const char* help,
   flags->agent.Add(app);
   flags->job.Add(app, /*master_port_flag=*/embedded_allowed);
   return {app,
-          [name, flags, embedded_allowed] {
-            return RunTraining(name, *flags, embedded_allowed);
-          },
+          [name, flags, embedded_allowed] { return RunTraining(name, *flags, embedded_allowed); },
           &flags->command};
 }
 

@@ -21,14 +21,16 @@ Command MakeMaster(CLI::App* parent) {
               return kExitUsage;
             }
             const bool generated = flags->token.empty();
-            StatusOr<RunningMaster> m = StartMaster(
-                *options, fmt::format("0.0.0.0:{}", flags->port), flags->token, flags->tls);
+            StatusOr<RunningMaster> m =
+                StartMaster(*options, fmt::format("0.0.0.0:{}", flags->port), flags->http_port,
+                            flags->token, flags->tls);
             if (!m.ok()) {
               fmt::print(stderr, "keel master: error: {}\n", m.status().message());
               return kExitFailure;
             }
             fmt::print("keel master: job '{}' listening on port {}\n", options->job_name,
                        m->server->port());
+            if (m->http) fmt::print("keel master: http on port {}\n", m->http->port());
             if (generated) fmt::print("keel master: token {}\n", m->token);
             std::fflush(stdout);
             master::Snapshot end = m->service->WaitForEnd();

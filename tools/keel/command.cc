@@ -8,8 +8,7 @@ std::vector<CommandFactory>& Registry() {
   return *factories;
 }
 
-int FindTrailingStart(const CLI::App& app, int argc, char** argv, int start,
-                      bool* skip_separator) {
+int FindTrailingStart(const CLI::App& app, int argc, char** argv, int start, bool* skip_separator) {
   *skip_separator = false;
   for (int i = start; i < argc; ++i) {
     std::string arg = argv[i];

@@ -35,8 +35,7 @@ struct Command {
 // Index of the first argv element, after `start`, that begins `app`'s trailing command
 // line: a `--` (the index after it is used) or the first word that is not a flag of `app`
 // or a flag's value. Returns argc when there is none. Sets *skip_separator for a `--`.
-int FindTrailingStart(const CLI::App& app, int argc, char** argv, int start,
-                      bool* skip_separator);
+int FindTrailingStart(const CLI::App& app, int argc, char** argv, int start, bool* skip_separator);
 
 using CommandFactory = Command (*)(CLI::App* parent);
 

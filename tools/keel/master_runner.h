@@ -6,6 +6,7 @@
 #include <string>
 
 #include "keel/master/master_service.h"
+#include "keel/master/status_http.h"
 #include "keel/rpc/diagnostics_service.h"
 #include "keel/rpc/server.h"
 
@@ -15,12 +16,13 @@ struct RunningMaster {
   std::string token;
   std::unique_ptr<master::MasterService> service;
   std::unique_ptr<rpc::DiagnosticsService> diagnostics;
-  std::unique_ptr<rpc::Server> server;  // declared last: shut down first
+  std::unique_ptr<master::StatusHttpServer> http;  // when http_port >= 0
+  std::unique_ptr<rpc::Server> server;             // declared last: shut down first
 };
 
-// Starts a master for `options` on `listen` ("0.0.0.0:PORT"). An empty token is replaced by
-// a generated one.
+// Starts a master for `options` on `listen` ("0.0.0.0:PORT"), with the HTTP endpoints on
+// http_port when it is >= 0 (0: any free port). An empty token is replaced by a generated one.
 StatusOr<RunningMaster> StartMaster(const master::JobOptions& options, const std::string& listen,
-                                    std::string token, const rpc::TlsOptions& tls);
+                                    int http_port, std::string token, const rpc::TlsOptions& tls);
 
 }  // namespace keel::cli

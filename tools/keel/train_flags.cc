@@ -41,8 +41,7 @@ void JobFlags::Add(CLI::App* app, bool master_port_flag) {
   app->add_option("--nnodes", nnodes, "Nodes: N or MIN:MAX")->capture_default_str();
   app->add_option("--node-unit", node_unit, "Admit nodes in multiples of this")
       ->capture_default_str();
-  app->add_option("--max-restarts", max_restarts,
-                  "Worker failures tolerated before the job fails")
+  app->add_option("--max-restarts", max_restarts, "Worker failures tolerated before the job fails")
       ->capture_default_str();
   app->add_option("--rdzv-last-call", rdzv_last_call,
                   "Seconds with no new join before a round with >= MIN nodes forms")
@@ -58,6 +57,9 @@ void JobFlags::Add(CLI::App* app, bool master_port_flag) {
         ->check(CLI::Range(0, 65535))
         ->capture_default_str();
   }
+  app->add_option("--http-port", http_port,
+                  "Serve /healthz, /metrics and /api/job on this port (0: any free port)")
+      ->check(CLI::Range(0, 65535));
   app->add_option("--token", token, "Job token (default: generated)")->envname("KEEL_TOKEN");
   app->add_option("--tls-cert", tls.cert_file, "TLS certificate (PEM)");
   app->add_option("--tls-key", tls.key_file, "TLS private key (PEM)");

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <string>
 #include <vector>
 
@@ -23,6 +22,7 @@ struct JobFlags {
   double rdzv_timeout = 600;
   double heartbeat_timeout = 15;
   int port = 0;
+  int http_port = -1;  // -1: no HTTP endpoints
   std::string token;
   rpc::TlsOptions tls;
 
