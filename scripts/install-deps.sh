@@ -28,8 +28,9 @@ PACKAGES=(
   libopenblas0-pthread
   # --- make lint / make asan: clang (thread-safety analysis, sanitizer runtimes) ---
   clang clang-format clang-tidy libclang-rt-14-dev
-  # --- rpc tests: make throwaway TLS certificates ---
-  openssl
+  # --- tests: throwaway TLS certificates (rpc), stray-process checks (pgrep), and
+  #     network namespaces with veth pairs for multi-host training tests (ip) ---
+  openssl procps iproute2
 )
 
 missing=()

@@ -266,3 +266,64 @@ def test_status_http_metrics_and_reported_steps(keel_bin, tag, tmp_path):
         for p in (master, agent):
             if p.poll() is None:
                 p.kill()
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair: 10.254.77.1 and 10.254.77.2 (the test's
+    own hosts; nothing outside them is addressed)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces (ip netns)")
+    suffix = f"{os.getpid() % 100000}"
+    hosts = [f"keelA{suffix}", f"keelB{suffix}"]
+    veths = [f"kva{suffix}", f"kvb{suffix}"]
+    try:
+        for ns in hosts:
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", veths[0], "type", "veth", "peer", "name", veths[1])
+        for i, (ns, veth) in enumerate(zip(hosts, veths)):
+            sh("ip", "link", "set", veth, "netns", ns)
+            sh("ip", "-n", ns, "addr", "add", f"10.254.77.{i + 1}/24", "dev", veth)
+            sh("ip", "-n", ns, "link", "set", veth, "up")
+        yield list(zip(hosts, veths, ["10.254.77.1", "10.254.77.2"]))
+    finally:
+        for ns in hosts:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_job_across_two_hosts_in_network_namespaces(keel_bin, tag, tmp_path, two_hosts):
+    (ns_a, veth_a, ip_a), (ns_b, veth_b, ip_b) = two_hosts
+    master = subprocess.Popen(["ip", "netns", "exec", ns_a, keel_bin, "master", "--port", "0",
+                               "--token", "secret", "--nnodes", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    agents = []
+    try:
+        port = re.search(r"listening on port (\d+)", master.stdout.readline()).group(1)
+        for ns, veth in ((ns_a, veth_a), (ns_b, veth_b)):
+            # gloo binds to the interface named here rather than the hostname's address
+            env = dict(os.environ, GLOO_SOCKET_IFNAME=veth)
+            agents.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, keel_bin, "agent", "--master", f"{ip_a}:{port}",
+                 "--token", "secret", "--", sys.executable, WORKER, "--steps", "20",
+                 "--pid-dir", str(tmp_path), "--tag", tag],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        outputs = [finish(a) for a in agents]
+        for rc, out, err in outputs:
+            assert rc == 0, err
+        joined = "".join(out for _, out, _ in outputs)
+        assert "done rank 0 world 2 restart 0" in joined and "done rank 1 world 2" in joined
+        # MASTER_ADDR (rank 0's store) was group rank 0's real address, never loopback.
+        addrs = set(re.findall(r"master (\d+\.\d+\.\d+\.\d+):\d+\)",
+                               outputs[0][2] + outputs[1][2]))
+        assert len(addrs) == 1 and addrs <= {ip_a, ip_b}, addrs
+        rc, _, err = finish(master, timeout=30)
+        assert rc == 0, err
+    finally:
+        for p in [master, *agents]:
+            if p.poll() is None:
+                p.kill()
