@@ -65,17 +65,31 @@ MasterService::~MasterService() {
     stopping_ = true;
   }
   changed_.SignalAll();
+  ticker_wake_.SignalAll();
   ticker_.join();
 }
 
 void MasterService::TickerLoop() {
   MutexLock lock(&mu_);
   while (!stopping_) {
-    changed_.WaitFor(&mu_, kTickInterval);
+    ticker_wake_.WaitFor(&mu_, kTickInterval);
     const int64_t before = job_.snapshot().version;
     job_.Tick();
-    if (job_.snapshot().version != before) changed_.SignalAll();
+    NotifyIfChanged(before);
   }
+}
+
+void MasterService::NotifyIfChanged(int64_t version_before) {
+  if (job_.snapshot().version != version_before) changed_.SignalAll();
+}
+
+std::shared_ptr<const rpc::JobSnapshot> MasterService::CurrentSnapshot() {
+  if (snapshot_cache_ == nullptr || snapshot_cache_->version() != job_.snapshot().version) {
+    auto fresh = std::make_shared<rpc::JobSnapshot>();
+    ToProto(job_.snapshot(), fresh.get());
+    snapshot_cache_ = std::move(fresh);
+  }
+  return snapshot_cache_;
 }
 
 grpc::Status MasterService::Join(grpc::ServerContext* context, const rpc::JoinRequest* request,
@@ -87,8 +101,9 @@ grpc::Status MasterService::Join(grpc::ServerContext* context, const rpc::JoinRe
                 .nproc = request->nproc(),
                 .free_port = request->free_port()};
   MutexLock lock(&mu_);
+  const int64_t before = job_.snapshot().version;
   StatusOr<int64_t> round = job_.Join(info);
-  changed_.SignalAll();
+  NotifyIfChanged(before);
   if (!round.ok()) return rpc::ToGrpc(round.status());
   response->set_round(*round);
   return grpc::Status::OK;
@@ -109,7 +124,7 @@ grpc::Status MasterService::Watch(grpc::ServerContext* context, const rpc::Watch
   }
   bool client_gone = false;
   while (true) {
-    rpc::JobSnapshot out;
+    std::shared_ptr<const rpc::JobSnapshot> out;
     bool finished;
     {
       MutexLock lock(&mu_);
@@ -121,11 +136,11 @@ grpc::Status MasterService::Watch(grpc::ServerContext* context, const rpc::Watch
         client_gone = true;
         break;
       }
-      ToProto(job_.snapshot(), &out);
-      sent = out.version();
+      out = CurrentSnapshot();
+      sent = out->version();
       finished = job_.finished();
     }
-    if (!writer->Write(out)) {
+    if (!writer->Write(*out)) {
       client_gone = true;
       break;
     }
@@ -133,10 +148,12 @@ grpc::Status MasterService::Watch(grpc::ServerContext* context, const rpc::Watch
   }
   MutexLock lock(&mu_);
   --open_watches_;
+  const int64_t before = job_.snapshot().version;
   if (client_gone && !job_.finished()) {
     job_.Leave(node_id, "its watch stream closed (agent gone)");
   }
-  changed_.SignalAll();
+  NotifyIfChanged(before);
+  watchers_left_.SignalAll();
   return grpc::Status::OK;
 }
 
@@ -164,8 +181,9 @@ grpc::Status MasterService::ReportFailure(grpc::ServerContext* context,
                 .reason = request->reason(),
                 .stderr_tail = request->stderr_tail()};
   MutexLock lock(&mu_);
+  const int64_t before = job_.snapshot().version;
   Status s = job_.ReportFailure(request->node_id(), request->round(), f);
-  changed_.SignalAll();
+  NotifyIfChanged(before);
   return rpc::ToGrpc(s);
 }
 
@@ -173,8 +191,9 @@ grpc::Status MasterService::ReportSuccess(grpc::ServerContext* context,
                                           const rpc::SuccessReport* request, rpc::Ack*) {
   KEEL_AUTHORIZE(context);
   MutexLock lock(&mu_);
+  const int64_t before = job_.snapshot().version;
   Status s = job_.ReportSuccess(request->node_id(), request->round());
-  changed_.SignalAll();
+  NotifyIfChanged(before);
   return rpc::ToGrpc(s);
 }
 
@@ -237,7 +256,7 @@ void MasterService::WaitForWatchersToLeave(Duration timeout) {
   while (open_watches_ > 0) {
     Duration left = deadline - Clock::Real()->Now();
     if (left <= Duration::zero()) return;
-    changed_.WaitFor(&mu_, std::min<Duration>(left, std::chrono::milliseconds(50)));
+    watchers_left_.WaitFor(&mu_, std::min<Duration>(left, std::chrono::milliseconds(50)));
   }
 }
 

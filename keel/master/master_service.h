@@ -49,12 +49,21 @@ class MasterService final : public rpc::Master::Service {
 
  private:
   void TickerLoop();
+  // The current snapshot as a wire message, built once per version and shared by every Watch
+  // stream (a 1,000-node world would otherwise be rebuilt 1,000 times under the lock).
+  std::shared_ptr<const rpc::JobSnapshot> CurrentSnapshot() KEEL_REQUIRES(mu_);
 
   rpc::TokenAuth auth_;
+  // Wakes Watch streams and WaitForEnd when the snapshot version changes (and only then).
+  void NotifyIfChanged(int64_t version_before) KEEL_REQUIRES(mu_);
+
   Mutex mu_;
-  CondVar changed_;
+  CondVar changed_;        // the job's snapshot changed
+  CondVar watchers_left_;  // a Watch stream ended
+  CondVar ticker_wake_;    // shutdown
   JobController job_ KEEL_GUARDED_BY(mu_);
   int open_watches_ KEEL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<const rpc::JobSnapshot> snapshot_cache_ KEEL_GUARDED_BY(mu_);
   bool stopping_ KEEL_GUARDED_BY(mu_) = false;
   std::thread ticker_;
 };

@@ -14,11 +14,16 @@ namespace {
 
 const char* StateLabel(rpc::JobState s) {
   switch (s) {
-    case rpc::JOB_STATE_RENDEZVOUS: return "rendezvous";
-    case rpc::JOB_STATE_RUNNING: return "running";
-    case rpc::JOB_STATE_SUCCEEDED: return "succeeded";
-    case rpc::JOB_STATE_FAILED: return "failed";
-    default: return "unknown";
+    case rpc::JOB_STATE_RENDEZVOUS:
+      return "rendezvous";
+    case rpc::JOB_STATE_RUNNING:
+      return "running";
+    case rpc::JOB_STATE_SUCCEEDED:
+      return "succeeded";
+    case rpc::JOB_STATE_FAILED:
+      return "failed";
+    default:
+      return "unknown";
   }
 }
 
@@ -63,8 +68,8 @@ std::string RenderJobMetrics(const rpc::JobStatus& status) {
       metrics::Labels l = job;
       l["node"] = node.node_id();
       l["rank"] = std::to_string(w.rank());
-      r.GetGauge("keel_worker_rss_bytes", "Resident memory of a worker.", l)->Set(
-          static_cast<double>(w.rss_bytes()));
+      r.GetGauge("keel_worker_rss_bytes", "Resident memory of a worker.", l)
+          ->Set(static_cast<double>(w.rss_bytes()));
       r.GetCounter("keel_worker_cpu_seconds_total", "CPU time used by a worker.", l)
           ->Increment(w.cpu_seconds());
     }
@@ -97,8 +102,8 @@ StatusOr<std::unique_ptr<StatusHttpServer>> StatusHttpServer::Start(const std::s
     options.add_whitespace = true;
     options.always_print_primitive_fields = true;
     options.preserve_proto_field_names = true;
-    auto status = google::protobuf::util::MessageToJsonString(service->JobStatusNow(), &json,
-                                                              options);
+    auto status =
+        google::protobuf::util::MessageToJsonString(service->JobStatusNow(), &json, options);
     if (!status.ok()) {
       res.status = 500;
       res.set_content(JsonError(status.ToString()), "application/json");
@@ -117,9 +122,9 @@ StatusOr<std::unique_ptr<StatusHttpServer>> StatusHttpServer::Start(const std::s
   srv.Patch(".*", not_allowed);
   srv.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404) {
-      res.set_content(JsonError("no such endpoint '" + req.path +
-                                "' (try /healthz, /metrics, /api/job)"),
-                      "application/json");
+      res.set_content(
+          JsonError("no such endpoint '" + req.path + "' (try /healthz, /metrics, /api/job)"),
+          "application/json");
     }
   });
   rep->port = port == 0 ? srv.bind_to_any_port(host) : (srv.bind_to_port(host, port) ? port : -1);

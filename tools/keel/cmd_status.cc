@@ -43,7 +43,8 @@ std::string Human(const rpc::JobStatus& st) {
 }
 
 Command MakeStatus(CLI::App* parent) {
-  CLI::App* app = parent->add_subcommand("status", "Show a running job: keel status --master HOST:PORT");
+  CLI::App* app =
+      parent->add_subcommand("status", "Show a running job: keel status --master HOST:PORT");
   auto f = std::make_shared<StatusFlags>();  // shared with the run callback below
   app->add_option("--master", f->master, "The job master, HOST:PORT")->required();
   app->add_option("--token", f->token, "Job token")->envname("KEEL_TOKEN");
@@ -52,9 +53,10 @@ Command MakeStatus(CLI::App* parent) {
   app->add_option("--tls-ca", f->tls.ca_file, "TLS CA to verify the master (PEM)");
   app->add_flag("--json", f->json, "Print the job as JSON");
   return {app, [f] {
-            auto channel = rpc::Channel::Create(
-                {.target = f->master, .token = f->token, .tls = f->tls,
-                 .default_timeout = std::chrono::seconds(5)});
+            auto channel = rpc::Channel::Create({.target = f->master,
+                                                 .token = f->token,
+                                                 .tls = f->tls,
+                                                 .default_timeout = std::chrono::seconds(5)});
             if (!channel.ok()) {
               fmt::print(stderr, "keel status: error: {}\n", channel.status().message());
               return kExitUsage;
