@@ -49,8 +49,18 @@ int main(int argc, char** argv) {
 
   const std::string log = "/tmp/keel_master_scale.log";
   keel::SpawnOptions so;
-  so.argv = {keel_bin, "master", "--port", "0", "--token", "bench", "--nnodes",
-             fmt::format("{}", agents), "--heartbeat-timeout", "600", "--rdzv-timeout", "600"};
+  so.argv = {keel_bin,
+             "master",
+             "--port",
+             "0",
+             "--token",
+             "bench",
+             "--nnodes",
+             fmt::format("{}", agents),
+             "--heartbeat-timeout",
+             "600",
+             "--rdzv-timeout",
+             "600"};
   so.stdout_path = log;
   std::remove(log.c_str());
   auto master = keel::Subprocess::Spawn(so);
@@ -63,8 +73,10 @@ int main(int argc, char** argv) {
     std::ifstream in(log);
     std::string text((std::istreambuf_iterator<char>(in)), {});
     std::smatch m;
-    if (std::regex_search(text, m, std::regex("listening on port (\\d+)"))) port = std::stoi(m[1]);
-    else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (std::regex_search(text, m, std::regex("listening on port (\\d+)")))
+      port = std::stoi(m[1]);
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (port == 0) {
     fmt::print(stderr, "master did not start\n");
@@ -150,8 +162,10 @@ int main(int argc, char** argv) {
         req.set_node_id(fmt::format("sim-{}", i));
         keel::rpc::HeartbeatResponse resp;
         auto ctx = ch.NewContext();
-        if (stub->Heartbeat(ctx.get(), req, &resp).ok()) ++beats;
-        else ++bad;
+        if (stub->Heartbeat(ctx.get(), req, &resp).ok())
+          ++beats;
+        else
+          ++bad;
       }
     });
   }

@@ -327,3 +327,41 @@ def test_job_across_two_hosts_in_network_namespaces(keel_bin, tag, tmp_path, two
         for p in [master, *agents]:
             if p.poll() is None:
                 p.kill()
+
+
+def test_agent_that_loses_the_master_stops_its_workers_and_exits_nonzero(keel_bin, tag,
+                                                                        tmp_path):
+    master, addr = start_master(keel_bin, "--nnodes", "1")
+    agent = keel(keel_bin, "agent", "--master", addr, "--token", "secret", "--master-timeout",
+                 "2", "--heartbeat-interval", "0.2", "--", sys.executable, WORKER, "--steps",
+                 "100000", "--step-sleep", "0.02", "--pid-dir", str(tmp_path), "--tag", tag)
+    try:
+        worker = int(open(wait_for(str(tmp_path / "r0-c0-w1.pid"))[0]).read())
+        master.kill()
+        master.wait()
+        lost = time.time()
+        rc, _, err = finish(agent, timeout=60)
+        assert rc == 1, err
+        assert time.time() - lost < 20
+        assert "lost the master" in err
+        assert not alive(worker)
+    finally:
+        for p in (master, agent):
+            if p.poll() is None:
+                p.kill()
+
+
+def test_log_dir_keeps_each_ranks_output(keel_bin, tag, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rc, out, err = finish(keel(keel_bin, "run", "--nproc-per-node", "2", "--log-dir", str(logs),
+                               WORKER, "--steps", "3", "--tag", tag))
+    assert rc == 0, err
+    assert "[rank 1]: done rank 1 world 2 restart 0" in out  # still streamed with a prefix
+    for rank in (0, 1):
+        text = (logs / f"rank-{rank}.log").read_text()
+        assert text.startswith(f"==== round 1, rank {rank} ====\n")
+        assert f"done rank {rank} world 2 restart 0" in text
+    r = subprocess.run([keel_bin, "run", "--log-dir", "/dev/null/x", WORKER],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot open worker log '/dev/null/x/rank-0.log'" in r.stderr
