@@ -365,3 +365,32 @@ def test_log_dir_keeps_each_ranks_output(keel_bin, tag, tmp_path):
     r = subprocess.run([keel_bin, "run", "--log-dir", "/dev/null/x", WORKER],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "cannot open worker log '/dev/null/x/rank-0.log'" in r.stderr
+
+
+def test_tls_master_and_agent(keel_bin, tag, tmp_path):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    script = (
+        "set -e; openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1"
+        " -subj /CN=keel-test-ca; openssl req -newkey rsa:2048 -nodes -keyout node.key"
+        " -out node.csr -subj /CN=localhost; printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n'"
+        " > san.ext; openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+        " -out node.pem -days 1 -extfile san.ext")
+    subprocess.run(["sh", "-c", script], cwd=certs, check=True, capture_output=True, timeout=60)
+    tls = ["--tls-cert", str(certs / "node.pem"), "--tls-key", str(certs / "node.key"),
+           "--tls-ca", str(certs / "ca.pem")]
+    master, addr = start_master(keel_bin, "--nnodes", "1", *tls)  # mutual TLS
+    try:
+        plain = keel(keel_bin, "agent", "--master", addr, "--token", "secret",
+                     "--master-timeout", "2", "--", sys.executable, WORKER, "--tag", tag)
+        rc, _, err = finish(plain, timeout=60)
+        assert rc == 1  # a plaintext agent cannot reach a TLS master
+        rc, out, err = finish(keel(keel_bin, "agent", "--master", addr, "--token", "secret",
+                                   *tls, "--", sys.executable, WORKER, "--steps", "3",
+                                   "--tag", tag))
+        assert rc == 0, err
+        assert "done rank 0 world 1 restart 0" in out
+        assert finish(master, timeout=30)[0] == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
