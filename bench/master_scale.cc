@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
   std::atomic<int64_t> beats{0}, bad{0};
   std::atomic<bool> stop{false};
   std::vector<std::thread> hb;
+  hb.reserve(hb_threads);
   for (int t = 0; t < hb_threads; ++t) {
     hb.emplace_back([&, t] {
       auto& ch = *chans[t % channels];
