@@ -394,3 +394,34 @@ def test_tls_master_and_agent(keel_bin, tag, tmp_path):
     finally:
         if master.poll() is None:
             master.kill()
+
+
+def test_ctrl_c_stops_workers_gracefully_and_exits_130(keel_bin, tag, tmp_path):
+    proc = keel(keel_bin, "run", "--nproc-per-node", "2", WORKER, "--steps", "100000",
+                "--step-sleep", "0.02", "--pid-dir", str(tmp_path), "--tag", tag)
+    pids = [int(open(wait_for(str(tmp_path / f"r{r}-c0-w2.pid"))[0]).read()) for r in (0, 1)]
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc, timeout=60)
+    assert rc == 130, err
+    assert "SIGINT received; stopping workers" in err
+    assert not any(alive(p) for p in pids)
+
+
+def test_sigterm_to_the_master_fails_the_job_and_stops_every_agent(keel_bin, tag, tmp_path):
+    master, addr = start_master(keel_bin, "--nnodes", "1")
+    agent = keel(keel_bin, "agent", "--master", addr, "--token", "secret", "--", sys.executable,
+                 WORKER, "--steps", "100000", "--step-sleep", "0.02", "--pid-dir",
+                 str(tmp_path), "--tag", tag)
+    try:
+        worker = int(open(wait_for(str(tmp_path / "r0-c0-w1.pid"))[0]).read())
+        master.send_signal(signal.SIGTERM)
+        rc, _, err = finish(agent, timeout=60)
+        assert rc == 1, err
+        assert "job failed: the master received SIGTERM" in err
+        assert not alive(worker)
+        rc, _, err = finish(master, timeout=30)
+        assert rc == 1 and "the master received SIGTERM" in err
+    finally:
+        for p in (master, agent):
+            if p.poll() is None:
+                p.kill()

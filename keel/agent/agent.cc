@@ -431,6 +431,13 @@ int AgentRun::Run() {
       rejoin = need_rejoin_;
       lost = master_lost_;
     }
+    if (o_.stop_signal != nullptr && o_.stop_signal->load() != 0) {
+      const int sig = o_.stop_signal->load();
+      KEEL_LOG(Warn, "keel agent: {} received; stopping workers and leaving the job",
+               SignalName(sig));
+      exit_code = 128 + sig;
+      break;
+    }
     if (lost) {
       KEEL_LOG(Error, "keel agent: lost the master {} for more than {:.0f} s; stopping workers",
                o_.master, std::chrono::duration<double>(o_.master_timeout).count());

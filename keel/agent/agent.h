@@ -7,6 +7,7 @@
 // Thread-safety: Run() is called once, from one thread; it owns the helper threads it starts.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ struct AgentOptions {
   Duration master_timeout = std::chrono::seconds(60);
   // SIGTERM-to-SIGKILL grace when stopping workers.
   Duration stop_grace = std::chrono::seconds(5);
+  // When set and it becomes non-zero (a signal number), the agent stops its workers
+  // (SIGTERM, grace, SIGKILL), leaves the job and returns 128 + that number. Borrowed; the
+  // caller (keel's signal thread) writes it.
+  const std::atomic<int>* stop_signal = nullptr;
 
   Status Validate() const;
 };

@@ -179,6 +179,10 @@ void JobController::ReportStep(int64_t step) {
   if (step > global_step_) global_step_ = step;
 }
 
+void JobController::Abort(const std::string& reason) {
+  if (!finished()) Finish(JobState::kFailed, "job failed: " + reason);
+}
+
 void JobController::Tick() {
   if (finished()) return;
   const TimePoint now = clock_->Now();

@@ -128,6 +128,8 @@ class JobController {
   Status ReportFailure(const std::string& node_id, int64_t round, const FailureInfo& failure);
   Status ReportSuccess(const std::string& node_id, int64_t round);
   void ReportStep(int64_t step);
+  // Ends the job as failed with `reason` (e.g. the master was told to stop). No-op if over.
+  void Abort(const std::string& reason);
   // Applies time-based transitions (last call, heartbeat and rendezvous timeouts).
   void Tick();
 

@@ -270,6 +270,17 @@ TEST_F(JobControllerTest, GoodputCountsOnlyTheRoundWhoseWorkIsKept) {
   EXPECT_DOUBLE_EQ(job_->Goodput(), 0.5);
 }
 
+TEST_F(JobControllerTest, AbortFailsARunningJobOnceAndNamesTheReason) {
+  Make({.min_nodes = 1, .max_nodes = 1});
+  Join("n1");
+  job_->Abort("master stopped by SIGTERM");
+  EXPECT_EQ(state(), JobState::kFailed);
+  EXPECT_EQ(job_->snapshot().message, "job failed: master stopped by SIGTERM");
+  const int64_t v = job_->snapshot().version;
+  job_->Abort("again");
+  EXPECT_EQ(job_->snapshot().version, v);
+}
+
 TEST(JobOptionsTest, ValidationNamesTheFlag) {
   JobOptions inverted{.min_nodes = 3, .max_nodes = 2};
   EXPECT_NE(inverted.Validate().message().find("--nnodes"), std::string::npos);

@@ -244,6 +244,13 @@ rpc::JobStatus MasterService::JobStatusNow() {
   return out;
 }
 
+void MasterService::Abort(const std::string& reason) {
+  MutexLock lock(&mu_);
+  const int64_t before = job_.snapshot().version;
+  job_.Abort(reason);
+  NotifyIfChanged(before);
+}
+
 Snapshot MasterService::WaitForEnd() {
   MutexLock lock(&mu_);
   while (!job_.finished()) changed_.Wait(&mu_);

@@ -40,6 +40,8 @@ class MasterService final : public rpc::Master::Service {
   grpc::Status GetJob(grpc::ServerContext* context, const rpc::GetJobRequest* request,
                       rpc::JobStatus* response) override;
 
+  // Fails the job with `reason` (agents see it and stop); used when the master is told to stop.
+  void Abort(const std::string& reason);
   // Blocks until the job has succeeded or failed; returns the final snapshot.
   Snapshot WaitForEnd();
   // After the end: waits until no Watch stream is still open (every agent has read the final

@@ -6,6 +6,7 @@
 #include "keel/common/logging.h"
 #include "tools/keel/command.h"
 #include "tools/keel/master_runner.h"
+#include "tools/keel/stop_signals.h"
 #include "tools/keel/train_flags.h"
 
 namespace keel::cli {
@@ -37,6 +38,9 @@ int RunTraining(const char* name, const TrainFlags& f, bool embedded_allowed) {
     fmt::print(stderr, "keel {}: error: {}\n", name, options.status().message());
     return kExitUsage;
   }
+  // Ctrl-C / SIGTERM: stop the workers gracefully and leave, instead of dying on the spot.
+  StopSignals signals;
+  options->stop_signal = &signals.received();
   if (!embedded) return agent::RunAgent(*options);
 
   StatusOr<master::JobOptions> job = f.job.ToJobOptions();

@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include "keel/common/logging.h"
+#include "keel/common/subprocess.h"
 #include "tools/keel/command.h"
 #include "tools/keel/master_runner.h"
+#include "tools/keel/stop_signals.h"
 #include "tools/keel/train_flags.h"
 
 namespace keel::cli {
@@ -20,6 +22,13 @@ Command MakeMaster(CLI::App* parent) {
               fmt::print(stderr, "keel master: error: {}\n", options.status().message());
               return kExitUsage;
             }
+            // Ctrl-C / SIGTERM fail the job, so every agent stops its workers and exits.
+            std::atomic<master::MasterService*> live{nullptr};
+            StopSignals signals([&live](int sig) {
+              if (master::MasterService* s = live.load()) {
+                s->Abort("the master received " + SignalName(sig));
+              }
+            });
             const bool generated = flags->token.empty();
             StatusOr<RunningMaster> m =
                 StartMaster(*options, fmt::format("0.0.0.0:{}", flags->port), flags->http_port,
@@ -28,6 +37,10 @@ Command MakeMaster(CLI::App* parent) {
               fmt::print(stderr, "keel master: error: {}\n", m.status().message());
               return kExitFailure;
             }
+            live = m->service.get();
+            if (signals.received() != 0) {
+              m->service->Abort("the master received " + SignalName(signals.received()));
+            }
             fmt::print("keel master: job '{}' listening on port {}\n", options->job_name,
                        m->server->port());
             if (m->http) fmt::print("keel master: http on port {}\n", m->http->port());
@@ -35,6 +48,7 @@ Command MakeMaster(CLI::App* parent) {
             std::fflush(stdout);
             master::Snapshot end = m->service->WaitForEnd();
             m->service->WaitForWatchersToLeave(std::chrono::seconds(5));
+            live = nullptr;
             const bool ok = end.state == master::JobState::kSucceeded;
             fmt::print(ok ? stdout : stderr, "keel master: {}\n", end.message);
             return ok ? kExitOk : kExitFailure;
