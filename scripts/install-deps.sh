@@ -13,6 +13,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev
   # --- master HTTP endpoints (/healthz, /metrics, /api/job) ---
   libcpp-httplib-dev
+  # --- keel/ckpt: safetensors headers (JSON) and checksums (crc32) ---
+  nlohmann-json3-dev zlib1g-dev
   # --- tools/keel: command-line parsing ---
   libcli11-dev
   # --- keel/rpc: gRPC + protobuf (library, compiler, gRPC C++ plugin) ---

@@ -1,0 +1,78 @@
+// safetensors files: keel's on-disk checkpoint format, readable by any safetensors reader.
+//
+// Layout (docs/formats/checkpoint.md): an 8-byte little-endian header length N, N bytes of
+// JSON (padded with spaces to a multiple of 8), then the tensors' bytes back to back. The JSON
+// maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets into the
+// data part) and "__metadata__" to a string -> string map. keel adds the CRC-32 of the data
+// part as __metadata__["keel.crc32"].
+//
+//   KEEL_RETURN_IF_ERROR(WriteSafetensors(path, {{"w", view}}, {{"step", "10"}}));
+//   KEEL_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(path));
+//   KEEL_RETURN_IF_ERROR(file->VerifyChecksum());
+//   TensorView w = *file->Get("w");   // points into the read-only mapping
+//
+// Writes are atomic: a temporary file is written, fsynced and renamed over `path`, and the
+// directory is fsynced, so a crash leaves either the old file or the new one. Open validates
+// everything (sizes, JSON, dtypes, shapes, offsets that must tile the data exactly) and
+// returns INVALID_ARGUMENT / DATA_LOSS naming the file and the problem; hostile files never
+// crash the reader. Thread-safety: a SafetensorsFile is immutable after Open.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keel/common/status.h"
+#include "keel/common/tensor_view.h"
+
+namespace keel::ckpt {
+
+// safetensors dtype names: "F32", "BF16", "I64", "BOOL", ...
+const char* SafetensorsDType(DType dtype);
+StatusOr<DType> ParseSafetensorsDType(const std::string& name);
+
+struct NamedTensor {
+  std::string name;
+  TensorView view;  // CPU, contiguous
+};
+
+// Writes `tensors` (in this order) and `metadata` to `path` atomically.
+Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                        const std::map<std::string, std::string>& metadata);
+
+class SafetensorsFile {
+ public:
+  static StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Tensor names in file order (by data offset).
+  std::vector<std::string> names() const;
+  // A read-only view into the mapping; valid while this file is open. NOT_FOUND if absent.
+  StatusOr<TensorView> Get(const std::string& name) const;
+  // DATA_LOSS if the data part's CRC-32 differs from __metadata__["keel.crc32"];
+  // FAILED_PRECONDITION if the file has no keel checksum (written by another tool).
+  Status VerifyChecksum() const;
+
+ private:
+  struct Entry {
+    DType dtype;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;
+  };
+  SafetensorsFile() = default;
+
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  const uint8_t* data_ = nullptr;  // start of the data part
+  uint64_t data_size_ = 0;
+  std::map<std::string, Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace keel::ckpt
