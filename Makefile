@@ -34,13 +34,17 @@ test-cpp:
 test-python:
 	KEEL_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest
 
-# keel's main job: a small GPT trained with DDP on 2 local workers; rank 1 crashes (SIGKILL)
-# at step 25 of the first attempt, keel restarts both workers and the job finishes.
+# keel's main job: a small GPT trained with DDP on 2 local workers, checkpointed every 10
+# steps; rank 1 crashes (SIGKILL) at step 25 of the first attempt, keel restarts both workers,
+# they resume after step 20 and the job finishes.
+DEMO_CKPT ?= $(BUILD)/demo-ckpt
 demo: build
+	@rm -rf $(DEMO_CKPT)
 	@echo "== keel run --nproc-per-node 2 examples/train_gpt.py (rank 1 is killed at step 25)"
 	$(BUILD)/tools/keel/keel run --nproc-per-node 2 examples/train_gpt.py --steps 60 \
-	  --crash-rank 1 --crash-at-step 25
-	@echo "== the job survived the crash: both workers were restarted and training finished"
+	  --crash-rank 1 --crash-at-step 25 --ckpt-dir $(DEMO_CKPT) --save-every 10
+	@echo "== the job survived the crash: both workers restarted, resumed from the step-20"
+	@echo "   checkpoint ($(DEMO_CKPT), safetensors) and finished"
 
 format:
 	clang-format -i $(CXX_SOURCES)

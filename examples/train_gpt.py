@@ -6,8 +6,9 @@ init_process_group("env://") and nothing keel-specific. Run it with
     keel run --nproc-per-node 2 examples/train_gpt.py --steps 60
 
 `--crash-rank R --crash-at-step S` makes rank R kill itself with SIGKILL at step S on the
-first attempt only (TORCHELASTIC_RESTART_COUNT == 0), to show a restart. Until keel's flash
-checkpoint lands, a restarted round trains again from step 0.
+first attempt only (TORCHELASTIC_RESTART_COUNT == 0), to show a restart. With `--ckpt-dir`,
+model and optimizer are checkpointed every `--save-every` steps with keel.ckpt (plain
+safetensors files, no pickle) and a restarted attempt resumes from the newest one.
 """
 
 import argparse
@@ -53,6 +54,8 @@ def main():
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--crash-rank", type=int, default=-1)
     p.add_argument("--crash-at-step", type=int, default=-1)
+    p.add_argument("--ckpt-dir", default="")
+    p.add_argument("--save-every", type=int, default=10)
     args = p.parse_args()
 
     cuda = torch.cuda.is_available()
@@ -65,17 +68,28 @@ def main():
     chars = sorted(set(TEXT))
     data = torch.tensor([chars.index(c) for c in TEXT], dtype=torch.long)
     model = TinyGPT(len(chars), context=args.context).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    first = 1
+    ckpt = None
+    if args.ckpt_dir:
+        import keel.ckpt  # only needed when checkpointing
+        ckpt = keel.ckpt.Checkpointer(args.ckpt_dir)
+        saved, state = ckpt.load()
+        if saved is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            first = saved + 1
     ddp = DDP(model, device_ids=[device.index] if cuda else None)
-    opt = torch.optim.AdamW(ddp.parameters(), lr=args.lr)
-    gen = torch.Generator().manual_seed(1000 * restart + rank)  # each rank its own batches
 
     if rank == 0:
-        print(f"training on {world} worker(s), attempt {restart + 1}", flush=True)
+        resumed = f", resuming after step {first - 1}" if first > 1 else ", from scratch"
+        print(f"training on {world} worker(s), attempt {restart + 1}{resumed}", flush=True)
     start = time.time()
-    for step in range(1, args.steps + 1):
+    for step in range(first, args.steps + 1):
         if rank == args.crash_rank and step == args.crash_at_step and restart == 0:
             print(f"rank {rank}: simulating a crash at step {step} (SIGKILL)", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
+        gen = torch.Generator().manual_seed(1000 * step + rank)  # each rank its own batches
         starts = torch.randint(0, len(data) - args.context - 1, (args.batch,), generator=gen)
         x = torch.stack([data[s:s + args.context] for s in starts]).to(device)
         y = torch.stack([data[s + 1:s + args.context + 1] for s in starts]).to(device)
@@ -83,9 +97,11 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if ckpt is not None and step % args.save_every == 0:
+            ckpt.save(step, {"model": model.state_dict(), "optim": opt.state_dict(), "step": step})
         if rank == 0 and (step % 10 == 0 or step == args.steps):
             print(f"step {step}/{args.steps} loss {loss.item():.3f} "
-                  f"({(time.time() - start) / step * 1000:.0f} ms/step)", flush=True)
+                  f"({(time.time() - start) / (step - first + 1) * 1000:.0f} ms/step)", flush=True)
     dist.destroy_process_group()
     if rank == 0:
         print("training finished", flush=True)

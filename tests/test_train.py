@@ -425,3 +425,27 @@ def test_sigterm_to_the_master_fails_the_job_and_stops_every_agent(keel_bin, tag
         for p in (master, agent):
             if p.poll() is None:
                 p.kill()
+
+
+RESUME = str(ROOT / "tests" / "workers" / "resume_worker.py")
+
+
+def test_resume_from_checkpoint_ends_bitwise_identical_to_an_unbroken_run(keel_bin, tag,
+                                                                          tmp_path):
+    import torch
+
+    finals = []
+    for name, crash in (("clean", -1), ("crashed", 17)):
+        rc, out, err = finish(keel(keel_bin, "run", "--nproc-per-node", "2", RESUME, "--ckpt",
+                                   str(tmp_path / name / "ckpt"), "--out",
+                                   str(tmp_path / f"{name}.pt"), "--crash-at-step", str(crash),
+                                   "--tag", tag))
+        assert rc == 0, err
+        finals.append(torch.load(tmp_path / f"{name}.pt"))
+        if crash > 0:
+            assert "(1 restart(s))" in err
+            assert "[rank 0]: resumed from step 15" in out  # saved every 5 steps
+    clean, crashed = finals
+    assert list(clean) == list(crashed)
+    for k in clean:
+        assert torch.equal(clean[k], crashed[k]), k

@@ -11,8 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 namespace keel::ckpt {
 namespace {
@@ -28,9 +28,9 @@ struct DTypeName {
   const char* name;
 };
 constexpr DTypeName kNames[] = {
-    {DType::kFloat32, "F32"}, {DType::kFloat64, "F64"}, {DType::kFloat16, "F16"},
-    {DType::kBFloat16, "BF16"}, {DType::kInt8, "I8"},   {DType::kInt16, "I16"},
-    {DType::kInt32, "I32"},   {DType::kInt64, "I64"},   {DType::kUInt8, "U8"},
+    {DType::kFloat32, "F32"},   {DType::kFloat64, "F64"}, {DType::kFloat16, "F16"},
+    {DType::kBFloat16, "BF16"}, {DType::kInt8, "I8"},     {DType::kInt16, "I16"},
+    {DType::kInt32, "I32"},     {DType::kInt64, "I64"},   {DType::kUInt8, "U8"},
     {DType::kBool, "BOOL"},
 };
 
@@ -213,7 +213,8 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
     e.dtype = *dtype;
     uint64_t numel = 1;
     for (const Json& d : v["shape"]) {
-      if (!d.is_number_unsigned()) return bad("tensor '" + name + "' has a negative or non-integer dimension");
+      if (!d.is_number_unsigned())
+        return bad("tensor '" + name + "' has a negative or non-integer dimension");
       std::optional<uint64_t> n = MulChecked(numel, d.get<uint64_t>());
       if (!n) return bad("tensor '" + name + "' has a shape whose size overflows");
       numel = *n;
@@ -243,7 +244,9 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   std::sort(ranges.begin(), ranges.end());
   uint64_t expected = 0;
   for (const auto& [b, e] : ranges) {
-    if (b != expected) return bad("tensor data overlaps or leaves a hole at byte " + std::to_string(std::min(b, expected)));
+    if (b != expected)
+      return bad("tensor data overlaps or leaves a hole at byte " +
+                 std::to_string(std::min(b, expected)));
     expected = e;
   }
   if (expected != f->data_size_) {

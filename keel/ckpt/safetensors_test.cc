@@ -60,16 +60,15 @@ Owned Make(DType dtype, std::vector<int64_t> shape, uint8_t seed) {
 }
 
 TEST(SafetensorsTest, RoundTripsEveryDTypeWithMetadata) {
-  const std::vector<DType> dtypes = {DType::kFloat32, DType::kFloat64, DType::kFloat16,
-                                     DType::kBFloat16, DType::kInt8,    DType::kInt16,
-                                     DType::kInt32,   DType::kInt64,   DType::kUInt8,
-                                     DType::kBool};
+  const std::vector<DType> dtypes = {
+      DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16, DType::kInt8,
+      DType::kInt16,   DType::kInt32,   DType::kInt64,   DType::kUInt8,    DType::kBool};
   std::vector<Owned> owned;
   std::vector<NamedTensor> tensors;
   for (size_t i = 0; i < dtypes.size(); ++i) {
     owned.push_back(Make(dtypes[i], {2, static_cast<int64_t>(i) + 1}, static_cast<uint8_t>(i)));
   }
-  owned.push_back(Make(DType::kFloat32, {}, 9));   // a scalar
+  owned.push_back(Make(DType::kFloat32, {}, 9));    // a scalar
   owned.push_back(Make(DType::kInt64, {0, 4}, 1));  // empty
   for (size_t i = 0; i < owned.size(); ++i) {
     tensors.push_back({"t" + std::to_string(i) + ".weight", owned[i].view});
@@ -123,8 +122,7 @@ TEST(SafetensorsTest, AnIndependentReaderFromTheSpecAgrees) {
 
 TEST(SafetensorsTest, WriterRejectsBadInputAndLeavesNothingBehind) {
   Owned a = Make(DType::kFloat32, {2, 2}, 1);
-  EXPECT_EQ(WriteSafetensors(Dir() + "/x.safetensors", {{"a", a.view}, {"a", a.view}}, {})
-                .code(),
+  EXPECT_EQ(WriteSafetensors(Dir() + "/x.safetensors", {{"a", a.view}, {"a", a.view}}, {}).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(WriteSafetensors(Dir() + "/x.safetensors", {{"__metadata__", a.view}}, {}).code(),
             StatusCode::kInvalidArgument);
@@ -138,8 +136,7 @@ TEST(SafetensorsTest, WriterRejectsBadInputAndLeavesNothingBehind) {
 }
 
 TEST(SafetensorsTest, HostileFilesGetClearErrors) {
-  const std::string ok_header =
-      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  const std::string ok_header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   const std::string data8(8, '\1');
   struct Case {
     std::string bytes;
@@ -157,10 +154,8 @@ TEST(SafetensorsTest, HostileFilesGetClearErrors) {
       {Raw(R"({"a":{"dtype":"C64","shape":[2],"data_offsets":[0,8]}})", data8),
        "unsupported safetensors dtype 'C64'"},
       {Raw(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data8), "negative"},
-      {Raw(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data8),
-       "need 12"},
-      {Raw(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data8),
-       "fall outside"},
+      {Raw(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data8), "need 12"},
+      {Raw(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data8), "fall outside"},
       {Raw(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
            R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
            std::string(12, '\0')),
@@ -220,9 +215,15 @@ TEST(SafetensorsTest, RandomMutationsNeverCrashTheReader) {
     const int edits = 1 + rng() % 4;
     for (int e = 0; e < edits; ++e) {
       switch (rng() % 3) {
-        case 0: bytes[rng() % bytes.size()] = static_cast<char>(rng()); break;
-        case 1: bytes.resize(rng() % (bytes.size() + 1)); break;
-        default: bytes.insert(rng() % (bytes.size() + 1), 1, static_cast<char>(rng())); break;
+        case 0:
+          bytes[rng() % bytes.size()] = static_cast<char>(rng());
+          break;
+        case 1:
+          bytes.resize(rng() % (bytes.size() + 1));
+          break;
+        default:
+          bytes.insert(rng() % (bytes.size() + 1), 1, static_cast<char>(rng()));
+          break;
       }
       if (bytes.empty()) break;
     }

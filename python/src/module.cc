@@ -2,6 +2,7 @@
 // registers its functions from its own file.
 #include <pybind11/pybind11.h>
 
+#include "ckpt_functions.h"
 #include "keel/common/build_info.h"
 #include "keel/common/logging.h"
 #include "status_exception.h"
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("level"), "Sets the level of keel's C++ log (trace, debug, info, warn, error, off).");
   keel::python::BindTensorFunctions(m);
+  keel::python::BindCkptFunctions(m);
 }
