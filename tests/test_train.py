@@ -444,8 +444,34 @@ def test_resume_from_checkpoint_ends_bitwise_identical_to_an_unbroken_run(keel_b
         finals.append(torch.load(tmp_path / f"{name}.pt"))
         if crash > 0:
             assert "(1 restart(s))" in err
-            assert "[rank 0]: resumed from step 15" in out  # saved every 5 steps
+            assert "[rank 0]: resumed from step 15 (memory)" in out  # saved every 5 steps
     clean, crashed = finals
     assert list(clean) == list(crashed)
     for k in clean:
         assert torch.equal(clean[k], crashed[k]), k
+
+
+def test_memory_only_saves_restore_after_a_crash_and_are_persisted_at_the_breakpoint(
+        keel_bin, tag, tmp_path):
+    import torch
+
+    ckpt = tmp_path / "ckpt"
+    rc, out, err = finish(keel(keel_bin, "run", "--nproc-per-node", "2", RESUME, "--ckpt",
+                               str(ckpt), "--out", str(tmp_path / "final.pt"), "--save-every",
+                               "1", "--persist-every", "1000", "--crash-at-step", "17",
+                               "--tag", tag))
+    assert rc == 0, err
+    # Step 16 was only ever in memory; the restarted workers found it there ...
+    assert "[rank 0]: resumed from step 16 (memory)" in out
+    # ... and the agent persisted it when it stopped the workers (breakpoint save), and the
+    # newest step when the job ended.
+    assert (ckpt / "step-16" / "COMMITTED").exists()
+    assert (ckpt / "latest").read_text() == "30\n"
+    for rank in (0, 1):
+        raw = (ckpt / "step-30" / f"rank-{rank}.safetensors").read_bytes()
+        assert b'"keel.step":"30"' in raw
+    assert torch.load(tmp_path / "final.pt")  # the run finished
+    assert not [d for d in os.listdir("/dev/shm") if tag in d]
+    leftovers = subprocess.run(["sh", "-c", "ls -d /dev/shm/keel-* 2>/dev/null"],
+                               capture_output=True, text=True).stdout.split()
+    assert not leftovers, leftovers  # the agent removed its checkpoint memory

@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "keel/agent/ckpt_host.h"
 #include "keel/agent/worker_group.h"
 #include "keel/common/build_info.h"
 #include "keel/common/logging.h"
@@ -166,6 +167,7 @@ class AgentRun {
   std::vector<WorkerStats> stats_ KEEL_GUARDED_BY(mu_);
   int64_t global_step_ KEEL_GUARDED_BY(mu_) = 0;
   std::string socket_name_;  // set before workers start; empty if the socket is unavailable
+  std::unique_ptr<CheckpointHost> ckpt_;  // keel.ckpt's memory tier; null if unavailable
 };
 
 template <typename Call>
@@ -314,6 +316,7 @@ void AgentRun::StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember
     set("KEEL_ROUND", std::to_string(snap.round()));
     set("KEEL_NODE_ID", node_id_);
     if (!socket_name_.empty()) set("KEEL_AGENT_SOCKET", "@" + socket_name_);
+    if (ckpt_ && !socket_name_.empty()) set("KEEL_SHM_DIR", ckpt_->shm_dir());
     // `import keel` from the build tree, when keel runs from there (installed keel is on the
     // interpreter's path already).
     const std::string package_dir = build_info::kPythonPackageDir;
@@ -344,7 +347,7 @@ void AgentRun::StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember
 }
 
 void AgentRun::SocketLoop(int fd) {
-  char buf[256];
+  char buf[4096];
   while (true) {
     {
       MutexLock lock(&mu_);
@@ -355,6 +358,12 @@ void AgentRun::SocketLoop(int fd) {
     ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
     if (n <= 0) continue;
     buf[n] = 0;
+    if (std::strncmp(buf, "ckpt ", 5) == 0) {
+      Status s = ckpt_ ? ckpt_->HandleMessage(buf)
+                       : FailedPreconditionError("checkpoint memory is unavailable");
+      if (!s.ok()) KEEL_LOG(Error, "{}", s.ToString());
+      continue;
+    }
     int rank = 0;
     long long step = 0;
     if (std::sscanf(buf, "step %d %lld", &rank, &step) != 2 || step < 0) {
@@ -371,6 +380,8 @@ void AgentRun::StopWorkers() {
   if (!workers_) return;
   workers_->Stop(o_.stop_grace);
   workers_.reset();
+  // Breakpoint save: persist the newest in-memory step, without delaying a restart.
+  if (ckpt_) ckpt_->FlushAsync();
   MutexLock lock(&mu_);
   stats_.clear();
 }
@@ -410,6 +421,11 @@ int AgentRun::Run() {
   }
   std::thread watcher([this] { WatchLoop(); });
   std::thread heartbeat([this] { HeartbeatLoop(); });
+  if (auto host = CheckpointHost::Create(node_id_, o_.nproc); host.ok()) {
+    ckpt_ = std::move(host).value();
+  } else {
+    KEEL_LOG(Warn, "keel.ckpt will save to disk only: {}", host.status().ToString());
+  }
   std::thread socket_reader;
   if (StatusOr<int> fd = BindAgentSocket("keel-agent-" + node_id_); fd.ok()) {
     socket_name_ = "keel-agent-" + node_id_;
@@ -516,6 +532,7 @@ int AgentRun::Run() {
     }
   }
   StopWorkers();
+  if (ckpt_) ckpt_->Flush(std::chrono::seconds(60));  // breakpoint save before exiting
   {
     MutexLock lock(&mu_);
     stopping_ = true;
@@ -525,6 +542,7 @@ int AgentRun::Run() {
   watcher.join();
   heartbeat.join();
   if (socket_reader.joinable()) socket_reader.join();
+  ckpt_.reset();  // removes the shared-memory directory
   return exit_code;
 }
 

@@ -54,6 +54,9 @@ class SafetensorsFile {
   std::vector<std::string> names() const;
   // A read-only view into the mapping; valid while this file is open. NOT_FOUND if absent.
   StatusOr<TensorView> Get(const std::string& name) const;
+  // The whole file as mapped (header and data), e.g. to copy it elsewhere unchanged.
+  const void* file_bytes() const { return map_; }
+  size_t file_size() const { return map_size_; }
   // DATA_LOSS if the data part's CRC-32 differs from __metadata__["keel.crc32"];
   // FAILED_PRECONDITION if the file has no keel checksum (written by another tool).
   Status VerifyChecksum() const;

@@ -63,8 +63,7 @@ py::tuple ReadFile(const std::string& path, bool verify) {
 }  // namespace
 
 void BindCkptFunctions(py::module_& m) {
-  m.def("write_safetensors", &WriteFile, py::arg("path"), py::arg("entries"),
-        py::arg("metadata"),
+  m.def("write_safetensors", &WriteFile, py::arg("path"), py::arg("entries"), py::arg("metadata"),
         "Writes [(name, tensor, dtype_name)] and string metadata to `path` atomically "
         "(contiguous CPU tensors; CRC-32 recorded).");
   m.def("read_safetensors", &ReadFile, py::arg("path"), py::arg("verify") = true,

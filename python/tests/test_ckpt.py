@@ -75,8 +75,8 @@ def test_unsupported_values_are_rejected_naming_the_key_path(tmp_path):
     assert ckpt.load() == (None, None)  # nothing was committed
     with pytest.raises(ValueError, match="step must be an int"):
         ckpt.save(-1, {})
-    with pytest.raises(NotImplementedError, match="shared-memory tier"):
-        ckpt.save(1, {}, persist=False)
+    ckpt.save(1, {"w": torch.ones(1)}, persist=False)  # outside keel run: skipped, said once
+    assert ckpt.load() == (None, None)
 
 
 def test_corrupt_or_truncated_newest_step_falls_back_to_the_previous(tmp_path, capfd):

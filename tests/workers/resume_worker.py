@@ -22,6 +22,8 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--save-every", type=int, default=5)
+    p.add_argument("--persist-every", type=int, default=1,
+                   help="saves at multiples of this persist to disk; others stay in memory")
     p.add_argument("--crash-at-step", type=int, default=-1)
     p.add_argument("--tag", default="")
     args = p.parse_args()
@@ -40,7 +42,7 @@ def main():
         opt.load_state_dict(state["optim"])
         start = step + 1
         if rank == 0:
-            print(f"resumed from step {step}", flush=True)
+            print(f"resumed from step {step} ({ckpt.loaded_from})", flush=True)
     ddp = DDP(model)
     for s in range(start, args.steps + 1):
         if rank == 1 and s == args.crash_at_step and attempt == 0:
@@ -53,7 +55,8 @@ def main():
         loss.backward()
         opt.step()
         if s % args.save_every == 0:
-            ckpt.save(s, {"model": model.state_dict(), "optim": opt.state_dict(), "step": s})
+            ckpt.save(s, {"model": model.state_dict(), "optim": opt.state_dict(), "step": s},
+                      persist=s % args.persist_every == 0)
     if rank == 0:
         torch.save(model.state_dict(), args.out)
     dist.destroy_process_group()

@@ -1,0 +1,239 @@
+// CheckpointHost: shared-memory directory, newest-wins persister, per-node commit.
+#include "keel/agent/ckpt_host.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <vector>
+
+#include "keel/ckpt/safetensors.h"
+#include "keel/common/logging.h"
+
+namespace keel::agent {
+namespace {
+
+constexpr char kShmRoot[] = "/dev/shm";
+
+Status WriteFileAtomically(const std::string& path, const void* data, size_t size) {
+  const std::string tmp = path + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(errno, "creating '" + tmp + "'");
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      unlink(tmp.c_str());
+      return ErrnoError(err, "writing '" + tmp + "'");
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
+    if (rc == 0) err = errno;
+    unlink(tmp.c_str());
+    return ErrnoError(err, "making '" + path + "' durable");
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return OkStatus();
+}
+
+// Removes /dev/shm/keel-<host>-<pid>-<hex> directories whose agent process is gone (an agent
+// killed with SIGKILL cannot clean up after itself).
+void RemoveStaleDirectories(const std::string& host) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(kShmRoot, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string prefix = "keel-" + host + "-";
+    if (!entry.is_directory(ec) || name.rfind(prefix, 0) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    const pid_t pid = static_cast<pid_t>(std::atol(rest.c_str()));
+    if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+      std::filesystem::remove_all(entry.path(), ec);
+      KEEL_LOG(Info, "removed stale checkpoint memory {} (its agent {} is gone)",
+               entry.path().string(), pid);
+    }
+  }
+}
+
+}  // namespace
+
+CheckpointHost::CheckpointHost(std::string shm_dir, int local_ranks)
+    : shm_dir_(std::move(shm_dir)), local_ranks_(local_ranks) {
+  thread_ = std::thread([this] { PersistLoop(); });
+}
+
+StatusOr<std::unique_ptr<CheckpointHost>> CheckpointHost::Create(const std::string& id,
+                                                                 int local_ranks) {
+  // id is "<host>-<pid>-<hex>" (the agent's node id).
+  RemoveStaleDirectories(id.substr(0, id.rfind('-', id.rfind('-') - 1)));
+  const std::string dir = std::string(kShmRoot) + "/keel-" + id;
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoError(errno, "creating checkpoint memory '" + dir + "'");
+  }
+  return std::unique_ptr<CheckpointHost>(new CheckpointHost(dir, local_ranks));
+}
+
+CheckpointHost::~CheckpointHost() {
+  {
+    MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  cv_.SignalAll();
+  thread_.join();
+  std::error_code ec;
+  std::filesystem::remove_all(shm_dir_, ec);
+}
+
+Status CheckpointHost::HandleMessage(const std::string& message) {
+  std::istringstream in(message);
+  std::string word, dir;
+  int rank = -1, persist = -1, keep_last = -1;
+  long long step = -1;
+  in >> word >> rank >> step >> persist >> keep_last;
+  std::getline(in >> std::ws, dir);
+  if (word != "ckpt" || in.bad() || rank < 0 || rank >= local_ranks_ || step < 0 ||
+      (persist != 0 && persist != 1) || keep_last < 0 || dir.empty() || dir.front() != '/') {
+    return InvalidArgumentError("malformed checkpoint message '" + message + "'");
+  }
+  MutexLock lock(&mu_);
+  Saved& s = latest_[rank];
+  if (s.queued && s.step != step) {
+    ++dropped_;
+    KEEL_LOG(Warn, "checkpoint: persisting fell behind; step {} of rank {} is dropped for the "
+             "newer step {}", s.step, rank, step);
+  }
+  s = Saved{.step = step, .persist = persist == 1, .keep_last = keep_last, .dir = dir,
+            .queued = persist == 1};
+  cv_.SignalAll();
+  return OkStatus();
+}
+
+void CheckpointHost::FlushAsync() {
+  MutexLock lock(&mu_);
+  for (auto& [rank, s] : latest_) {
+    if (!s.done && s.step >= 0) s.queued = true;  // memory-only saves too
+  }
+  cv_.SignalAll();
+}
+
+void CheckpointHost::Flush(Duration timeout) {
+  FlushAsync();
+  const TimePoint deadline = Clock::Real()->Now() + timeout;
+  MutexLock lock(&mu_);
+  while (in_flight_ > 0 || std::any_of(latest_.begin(), latest_.end(),
+                                       [](const auto& e) { return e.second.queued; })) {
+    const Duration left = deadline - Clock::Real()->Now();
+    if (left <= Duration::zero()) {
+      KEEL_LOG(Warn, "checkpoint: persisting did not finish within the flush timeout");
+      return;
+    }
+    cv_.WaitFor(&mu_, std::min<Duration>(left, std::chrono::milliseconds(50)));
+  }
+}
+
+void CheckpointHost::PersistLoop() {
+  MutexLock lock(&mu_);
+  while (true) {
+    auto next = std::find_if(latest_.begin(), latest_.end(),
+                             [](const auto& e) { return e.second.queued; });
+    if (next == latest_.end()) {
+      if (stopping_) return;
+      cv_.Wait(&mu_);
+      continue;
+    }
+    const int rank = next->first;
+    Saved job = next->second;
+    next->second.queued = false;
+    ++in_flight_;
+    mu_.Unlock();
+    Status s = Persist(rank, job);
+    mu_.Lock();
+    --in_flight_;
+    if (s.ok()) {
+      ++persisted_;
+      Saved& cur = latest_[rank];
+      if (cur.step == job.step) cur.done = true;
+      if (++durable_[{job.dir, job.step}] == local_ranks_) {
+        Status c = Commit(job.dir, job.step, job.keep_last);
+        if (!c.ok()) KEEL_LOG(Error, "checkpoint: {}", c.ToString());
+      }
+    } else {
+      KEEL_LOG(Error, "checkpoint: persisting rank {} step {} failed: {}", rank, job.step,
+               s.ToString());
+    }
+    cv_.SignalAll();
+  }
+}
+
+Status CheckpointHost::Persist(int rank, const Saved& job) {
+  const std::string src = shm_dir_ + "/rank-" + std::to_string(rank) + ".safetensors";
+  KEEL_ASSIGN_OR_RETURN(auto file, ckpt::SafetensorsFile::Open(src));
+  auto it = file->metadata().find("keel.step");
+  if (it == file->metadata().end() || it->second != std::to_string(job.step)) {
+    return AbortedError("the memory slot already holds another step");  // a newer save won
+  }
+  const std::string step_dir = job.dir + "/step-" + std::to_string(job.step);
+  std::error_code ec;
+  std::filesystem::create_directories(step_dir, ec);
+  if (ec) return InternalError("creating '" + step_dir + "': " + ec.message());
+  return WriteFileAtomically(step_dir + "/rank-" + std::to_string(rank) + ".safetensors",
+                             file->file_bytes(), file->file_size());
+}
+
+Status CheckpointHost::Commit(const std::string& dir, int64_t step, int keep_last) {
+  const std::string step_dir = dir + "/step-" + std::to_string(step);
+  const std::string committed = "{\"step\": " + std::to_string(step) + ", \"world_size\": " +
+                                std::to_string(local_ranks_) + "}\n";
+  KEEL_RETURN_IF_ERROR(WriteFileAtomically(step_dir + "/COMMITTED", committed.data(),
+                                           committed.size()));
+  const std::string latest = std::to_string(step) + "\n";
+  KEEL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/latest", latest.data(), latest.size()));
+  KEEL_LOG(Info, "checkpoint: step {} committed in {}", step, dir);
+  if (keep_last > 0) {
+    std::vector<int64_t> steps;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("step-", 0) == 0 && std::filesystem::exists(e.path() / "COMMITTED", ec)) {
+        steps.push_back(std::atoll(name.c_str() + 5));
+      }
+    }
+    std::sort(steps.rbegin(), steps.rend());
+    for (size_t i = static_cast<size_t>(keep_last); i < steps.size(); ++i) {
+      std::filesystem::remove_all(dir + "/step-" + std::to_string(steps[i]), ec);
+    }
+  }
+  return OkStatus();
+}
+
+int64_t CheckpointHost::persisted_files() const {
+  MutexLock lock(&mu_);
+  return persisted_;
+}
+
+int64_t CheckpointHost::dropped_steps() const {
+  MutexLock lock(&mu_);
+  return dropped_;
+}
+
+}  // namespace keel::agent
