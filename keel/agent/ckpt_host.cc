@@ -119,10 +119,15 @@ Status CheckpointHost::HandleMessage(const std::string& message) {
   Saved& s = latest_[rank];
   if (s.queued && s.step != step) {
     ++dropped_;
-    KEEL_LOG(Warn, "checkpoint: persisting fell behind; step {} of rank {} is dropped for the "
-             "newer step {}", s.step, rank, step);
+    KEEL_LOG(Warn,
+             "checkpoint: persisting fell behind; step {} of rank {} is dropped for the "
+             "newer step {}",
+             s.step, rank, step);
   }
-  s = Saved{.step = step, .persist = persist == 1, .keep_last = keep_last, .dir = dir,
+  s = Saved{.step = step,
+            .persist = persist == 1,
+            .keep_last = keep_last,
+            .dir = dir,
             .queued = persist == 1};
   cv_.SignalAll();
   return OkStatus();
@@ -154,8 +159,8 @@ void CheckpointHost::Flush(Duration timeout) {
 void CheckpointHost::PersistLoop() {
   MutexLock lock(&mu_);
   while (true) {
-    auto next = std::find_if(latest_.begin(), latest_.end(),
-                             [](const auto& e) { return e.second.queued; });
+    auto next =
+        std::find_if(latest_.begin(), latest_.end(), [](const auto& e) { return e.second.queued; });
     if (next == latest_.end()) {
       if (stopping_) return;
       cv_.Wait(&mu_);
@@ -196,16 +201,24 @@ Status CheckpointHost::Persist(int rank, const Saved& job) {
   std::error_code ec;
   std::filesystem::create_directories(step_dir, ec);
   if (ec) return InternalError("creating '" + step_dir + "': " + ec.message());
-  return WriteFileAtomically(step_dir + "/rank-" + std::to_string(rank) + ".safetensors",
-                             file->file_bytes(), file->file_size());
+  // Rewritten rather than copied: the memory copy carries no checksum (computing it would
+  // lengthen the worker's save), so the CRC-32 is computed here, off the training path.
+  std::vector<ckpt::NamedTensor> tensors;
+  for (const std::string& name : file->names()) {
+    KEEL_ASSIGN_OR_RETURN(TensorView view, file->Get(name));
+    tensors.push_back({name, std::move(view)});
+  }
+  std::map<std::string, std::string> metadata = file->metadata();
+  return ckpt::WriteSafetensors(step_dir + "/rank-" + std::to_string(rank) + ".safetensors",
+                                tensors, metadata);
 }
 
 Status CheckpointHost::Commit(const std::string& dir, int64_t step, int keep_last) {
   const std::string step_dir = dir + "/step-" + std::to_string(step);
-  const std::string committed = "{\"step\": " + std::to_string(step) + ", \"world_size\": " +
-                                std::to_string(local_ranks_) + "}\n";
-  KEEL_RETURN_IF_ERROR(WriteFileAtomically(step_dir + "/COMMITTED", committed.data(),
-                                           committed.size()));
+  const std::string committed = "{\"step\": " + std::to_string(step) +
+                                ", \"world_size\": " + std::to_string(local_ranks_) + "}\n";
+  KEEL_RETURN_IF_ERROR(
+      WriteFileAtomically(step_dir + "/COMMITTED", committed.data(), committed.size()));
   const std::string latest = std::to_string(step) + "\n";
   KEEL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/latest", latest.data(), latest.size()));
   KEEL_LOG(Info, "checkpoint: step {} committed in {}", step, dir);

@@ -63,7 +63,7 @@ class CheckpointHost {
   const int local_ranks_;
   mutable Mutex mu_;
   CondVar cv_;
-  std::map<int, Saved> latest_ KEEL_GUARDED_BY(mu_);  // by rank
+  std::map<int, Saved> latest_ KEEL_GUARDED_BY(mu_);                             // by rank
   std::map<std::pair<std::string, int64_t>, int> durable_ KEEL_GUARDED_BY(mu_);  // ranks done
   int in_flight_ KEEL_GUARDED_BY(mu_) = 0;
   bool stopping_ KEEL_GUARDED_BY(mu_) = false;

@@ -38,9 +38,19 @@ struct NamedTensor {
   TensorView view;  // CPU, contiguous
 };
 
+struct WriteOptions {
+  // Record the data's CRC-32 in __metadata__["keel.crc32"] (costs a pass over the data).
+  bool checksum = true;
+  // fsync the file and its directory (pointless on tmpfs).
+  bool durable = true;
+  // Threads copying the data into the file (each writes its own byte ranges).
+  int threads = 1;
+};
+
 // Writes `tensors` (in this order) and `metadata` to `path` atomically.
 Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                        const std::map<std::string, std::string>& metadata);
+                        const std::map<std::string, std::string>& metadata,
+                        const WriteOptions& options = {});
 
 class SafetensorsFile {
  public:

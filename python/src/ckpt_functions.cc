@@ -4,6 +4,7 @@
 
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "dlpack_tensor.h"
@@ -17,7 +18,8 @@ namespace {
 // entries: [(name, tensor, dtype_name)]; dtype_name overrides the DLPack dtype of the same
 // width (torch 1.13 cannot export bool, so bool tensors arrive as uint8 views named "bool").
 void WriteFile(const std::string& path, const py::list& entries,
-               const std::map<std::string, std::string>& metadata) {
+               const std::map<std::string, std::string>& metadata, bool checksum, bool durable,
+               int threads) {
   std::vector<BorrowedTensor> borrowed;
   std::vector<ckpt::NamedTensor> tensors;
   borrowed.reserve(entries.size());
@@ -38,7 +40,9 @@ void WriteFile(const std::string& path, const py::list& entries,
   Status s;
   {
     py::gil_scoped_release release;  // the copy to disk does not need Python
-    s = ckpt::WriteSafetensors(path, tensors, metadata);
+    s = ckpt::WriteSafetensors(
+        path, tensors, metadata,
+        {.checksum = checksum, .durable = durable, .threads = std::clamp(threads, 1, 64)});
   }
   ThrowIfError(s);
 }
@@ -53,7 +57,7 @@ py::tuple ReadFile(const std::string& path, bool verify) {
     // bool leaves as uint8 (torch 1.13 cannot import bool through DLPack); the name says bool.
     const DType export_dtype = src.dtype == DType::kBool ? DType::kUInt8 : src.dtype;
     TensorView dst;
-    py::capsule capsule = NewTensorCapsule(export_dtype, src.shape, &dst);
+    py::capsule capsule = NewTensorCapsule(export_dtype, src.shape, &dst, /*zero=*/false);
     std::memcpy(dst.data, src.data, src.nbytes());
     out.append(py::make_tuple(name, std::string(DTypeName(src.dtype)), capsule));
   }
@@ -64,8 +68,10 @@ py::tuple ReadFile(const std::string& path, bool verify) {
 
 void BindCkptFunctions(py::module_& m) {
   m.def("write_safetensors", &WriteFile, py::arg("path"), py::arg("entries"), py::arg("metadata"),
+        py::arg("checksum") = true, py::arg("durable") = true, py::arg("threads") = 1,
         "Writes [(name, tensor, dtype_name)] and string metadata to `path` atomically "
-        "(contiguous CPU tensors; CRC-32 recorded).");
+        "(contiguous CPU tensors); `checksum` records the CRC-32, `durable` fsyncs, `threads` "
+        "copy in parallel.");
   m.def("read_safetensors", &ReadFile, py::arg("path"), py::arg("verify") = true,
         "Reads a safetensors file: ([(name, dtype_name, dlpack_capsule)], metadata). "
         "Raises ValueError for malformed files and RuntimeError (DATA_LOSS) for corrupt ones.");

@@ -136,7 +136,8 @@ StatusOr<BorrowedTensor> BorrowedTensor::From(py::handle obj) {
   return out;
 }
 
-py::capsule NewTensorCapsule(DType dtype, const std::vector<int64_t>& shape, TensorView* view) {
+py::capsule NewTensorCapsule(DType dtype, const std::vector<int64_t>& shape, TensorView* view,
+                             bool zero) {
   auto owned = std::make_unique<ExportedTensor>();
   owned->shape = shape;
   owned->strides = TensorView::ContiguousStrides(shape);
@@ -147,7 +148,7 @@ py::capsule NewTensorCapsule(DType dtype, const std::vector<int64_t>& shape, Ten
   size_t rounded = (bytes + 63) / 64 * 64;
   owned->data = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (owned->data == nullptr) throw std::bad_alloc();
-  std::memset(owned->data, 0, rounded == 0 ? 64 : rounded);
+  if (zero) std::memset(owned->data, 0, rounded == 0 ? 64 : rounded);
 
   DLTensor& t = owned->managed.dl_tensor;
   t.data = owned->data;

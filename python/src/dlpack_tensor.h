@@ -30,9 +30,9 @@ class BorrowedTensor {
   TensorView view_;
 };
 
-// A new contiguous CPU tensor owned by C++, zero-filled, returned as a DLPack capsule along
-// with a view to fill it.
-pybind11::capsule NewTensorCapsule(DType dtype, const std::vector<int64_t>& shape,
-                                   TensorView* view);
+// A new contiguous CPU tensor owned by C++ (zero-filled unless `zero` is false, for callers
+// that overwrite every byte), returned as a DLPack capsule along with a view to fill it.
+pybind11::capsule NewTensorCapsule(DType dtype, const std::vector<int64_t>& shape, TensorView* view,
+                                   bool zero = true);
 
 }  // namespace keel::python

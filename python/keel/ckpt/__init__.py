@@ -128,8 +128,12 @@ class Checkpointer:
                 f"keel.ckpt: {shm_dir} has {free / 2**20:.0f} MiB free but this save needs "
                 f"{need / 2**20:.0f} MiB: enlarge /dev/shm (docker --shm-size, or mount -o "
                 f"remount,size=...) or checkpoint less state")
+        # Memory copy only: no checksum (the agent computes it when persisting), no fsync
+        # (tmpfs). One thread: on this project's machine two threads were slower (tmpfs page
+        # allocation contends; docs/results/ckpt.md).
         _C.write_safetensors(os.path.join(shm_dir, f"rank-{rank}.safetensors"), entries,
-                             metadata)
+                             metadata, checksum=False, durable=False,
+                             threads=1)
         message = f"ckpt {rank} {step} {1 if persist else 0} {self.keep_last} {self.directory}"
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
@@ -146,7 +150,7 @@ class Checkpointer:
         step, state = -1, None
         if os.path.exists(path):
             try:
-                entries, metadata = _C.read_safetensors(path, True)
+                entries, metadata = _C.read_safetensors(path, False)  # memory: no CRC
                 state = unflatten(metadata["keel.structure"], self._tensors(entries))
                 step = int(metadata["keel.step"])
             except (OSError, ValueError, RuntimeError, KeyError) as e:
