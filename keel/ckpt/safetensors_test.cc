@@ -90,7 +90,9 @@ TEST(SafetensorsTest, RoundTripsEveryDTypeWithMetadata) {
     EXPECT_EQ(v->dtype, tensors[i].view.dtype);
     EXPECT_EQ(v->shape, tensors[i].view.shape);
     ASSERT_EQ(v->nbytes(), owned[i].bytes.size());
-    EXPECT_EQ(std::memcmp(v->data, owned[i].bytes.data(), owned[i].bytes.size()), 0);
+    if (!owned[i].bytes.empty()) {  // memcmp of an empty vector's null data() is UB
+      EXPECT_EQ(std::memcmp(v->data, owned[i].bytes.data(), owned[i].bytes.size()), 0);
+    }
   }
   EXPECT_EQ((*file)->Get("missing").status().code(), StatusCode::kNotFound);
 }
