@@ -307,6 +307,7 @@ std::vector<std::string> SafetensorsFile::names() const {
   for (const auto& [name, e] : entries_) order.emplace_back(e.begin, name);
   std::sort(order.begin(), order.end());
   std::vector<std::string> out;
+  out.reserve(order.size());
   for (auto& [b, name] : order) out.push_back(std::move(name));
   return out;
 }
