@@ -14,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include "keel/ckpt/commit.h"
 #include "keel/ckpt/safetensors.h"
 #include "keel/common/logging.h"
 
@@ -21,41 +22,6 @@ namespace keel::agent {
 namespace {
 
 constexpr char kShmRoot[] = "/dev/shm";
-
-Status WriteFileAtomically(const std::string& path, const void* data, size_t size) {
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, "creating '" + tmp + "'");
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      unlink(tmp.c_str());
-      return ErrnoError(err, "writing '" + tmp + "'");
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  int rc = fsync(fd);
-  int err = errno;
-  close(fd);
-  if (rc != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
-    if (rc == 0) err = errno;
-    unlink(tmp.c_str());
-    return ErrnoError(err, "making '" + path + "' durable");
-  }
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return OkStatus();
-}
 
 // Removes /dev/shm/keel-<host>-<pid>-<hex> directories whose agent process is gone (an agent
 // killed with SIGKILL cannot clean up after itself).
@@ -179,7 +145,8 @@ void CheckpointHost::PersistLoop() {
       Saved& cur = latest_[rank];
       if (cur.step == job.step) cur.done = true;
       if (++durable_[{job.dir, job.step}] == local_ranks_) {
-        Status c = Commit(job.dir, job.step, job.keep_last);
+        Status c = ckpt::CommitStep(job.dir, job.step, local_ranks_, job.keep_last);
+        if (c.ok()) KEEL_LOG(Info, "checkpoint: step {} committed in {}", job.step, job.dir);
         if (!c.ok()) KEEL_LOG(Error, "checkpoint: {}", c.ToString());
       }
     } else {
@@ -211,32 +178,6 @@ Status CheckpointHost::Persist(int rank, const Saved& job) {
   std::map<std::string, std::string> metadata = file->metadata();
   return ckpt::WriteSafetensors(step_dir + "/rank-" + std::to_string(rank) + ".safetensors",
                                 tensors, metadata);
-}
-
-Status CheckpointHost::Commit(const std::string& dir, int64_t step, int keep_last) {
-  const std::string step_dir = dir + "/step-" + std::to_string(step);
-  const std::string committed = "{\"step\": " + std::to_string(step) +
-                                ", \"world_size\": " + std::to_string(local_ranks_) + "}\n";
-  KEEL_RETURN_IF_ERROR(
-      WriteFileAtomically(step_dir + "/COMMITTED", committed.data(), committed.size()));
-  const std::string latest = std::to_string(step) + "\n";
-  KEEL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/latest", latest.data(), latest.size()));
-  KEEL_LOG(Info, "checkpoint: step {} committed in {}", step, dir);
-  if (keep_last > 0) {
-    std::vector<int64_t> steps;
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-      const std::string name = e.path().filename().string();
-      if (name.rfind("step-", 0) == 0 && std::filesystem::exists(e.path() / "COMMITTED", ec)) {
-        steps.push_back(std::atoll(name.c_str() + 5));
-      }
-    }
-    std::sort(steps.rbegin(), steps.rend());
-    for (size_t i = static_cast<size_t>(keep_last); i < steps.size(); ++i) {
-      std::filesystem::remove_all(dir + "/step-" + std::to_string(steps[i]), ec);
-    }
-  }
-  return OkStatus();
 }
 
 int64_t CheckpointHost::persisted_files() const {

@@ -57,7 +57,6 @@ class CheckpointHost {
   CheckpointHost(std::string shm_dir, int local_ranks);
   void PersistLoop();
   Status Persist(int rank, const Saved& s);
-  Status Commit(const std::string& dir, int64_t step, int keep_last);
 
   const std::string shm_dir_;
   const int local_ranks_;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "dlpack_tensor.h"
+#include "keel/ckpt/commit.h"
 #include "keel/ckpt/safetensors.h"
 #include "status_exception.h"
 
@@ -67,6 +68,13 @@ py::tuple ReadFile(const std::string& path, bool verify) {
 }  // namespace
 
 void BindCkptFunctions(py::module_& m) {
+  m.def(
+      "commit_checkpoint_step",
+      [](const std::string& dir, int64_t step, int world_size, int keep_last) {
+        ThrowIfError(ckpt::CommitStep(dir, step, world_size, keep_last));
+      },
+      py::arg("dir"), py::arg("step"), py::arg("world_size"), py::arg("keep_last"),
+      "Commits a step (COMMITTED, latest, retention) exactly as the agent does.");
   m.def("write_safetensors", &WriteFile, py::arg("path"), py::arg("entries"), py::arg("metadata"),
         py::arg("checksum") = true, py::arg("durable") = true, py::arg("threads") = 1,
         "Writes [(name, tensor, dtype_name)] and string metadata to `path` atomically "

@@ -14,9 +14,7 @@ multi-node keel jobs for now) save() persists synchronously: every rank writes i
 docs/formats/checkpoint.md.
 """
 
-import json
 import os
-import shutil
 import socket
 import sys
 
@@ -26,20 +24,6 @@ from keel import _C
 from keel.ckpt._state import flatten, unflatten
 
 __all__ = ["Checkpointer"]
-
-
-def _atomic_write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dist():
@@ -111,10 +95,7 @@ class Checkpointer:
         if dist is not None:
             dist.barrier()  # every rank's file is durable before the step is committed
         if rank == 0:
-            _atomic_write(os.path.join(step_dir, "COMMITTED"),
-                          json.dumps({"step": step, "world_size": world}) + "\n")
-            _atomic_write(os.path.join(self.directory, "latest"), f"{step}\n")
-            self._retain()
+            _C.commit_checkpoint_step(self.directory, step, world, self.keep_last)
 
     def _save_to_memory(self, memory, step, rank, entries, metadata, persist):
         """Copies into the agent's shared memory and hands persisting to the agent. Returns
@@ -179,12 +160,6 @@ class Checkpointer:
                     os.path.join(self.directory, entry, "COMMITTED")):
                 steps.append(int(entry[5:]))
         return sorted(steps, reverse=True)
-
-    def _retain(self):
-        if self.keep_last == 0:
-            return
-        for step in self._committed_steps()[self.keep_last:]:
-            shutil.rmtree(self._step_dir(step), ignore_errors=True)
 
     def load(self):
         """Returns (step, state) of the newest committed step this rank can read intact,
