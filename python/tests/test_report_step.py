@@ -10,8 +10,11 @@ import keel
 
 
 def test_report_step_outside_keel_does_nothing(monkeypatch):
+    import keel._progress as progress
     monkeypatch.delenv("KEEL_AGENT_SOCKET", raising=False)
-    keel.report_step(5)  # no error, nothing to talk to
+    monkeypatch.setattr(progress, "_sock", None)
+    assert keel.report_step(5) is None
+    assert progress._sock is None  # no socket was even created
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", None, True])
