@@ -7,9 +7,9 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CTEST_FLAGS ?= --output-on-failure --timeout 300 -j $(JOBS)
 
-# Project sources for format/lint: tracked C++ files outside build trees.
-CXX_SOURCES = $(shell git ls-files '*.cc' '*.h' 2>/dev/null)
-CC_SOURCES = $(shell git ls-files '*.cc' 2>/dev/null | grep -v '/testdata/')
+# Project sources for format/lint: tracked and new (not ignored) C++ files.
+CXX_SOURCES = $(shell git ls-files -co --exclude-standard '*.cc' '*.h' 2>/dev/null)
+CC_SOURCES = $(shell git ls-files -co --exclude-standard '*.cc' 2>/dev/null | grep -v '/testdata/')
 
 .PHONY: all deps configure build test test-cpp test-python demo format lint tidy asan clean
 
