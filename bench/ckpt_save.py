@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sizes-mib", default="256,1024")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--dir", default="")
     p.add_argument("--keel", default=str(ROOT / "build" / "tools" / "keel" / "keel"))
     args = p.parse_args()

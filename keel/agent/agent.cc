@@ -141,8 +141,10 @@ class AgentRun {
     return Clock::Real()->Now() - last_contact_ > o_.master_timeout;
   }
   void StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember& me);
-  // Receives "step <rank> <step>" datagrams from workers (keel.report_step).
+  // Receives "step <rank> <step>" datagrams from workers (keel.report_step) and answers
+  // keel.ckpt's "ckpt-..." requests.
   void SocketLoop(int fd);
+  CheckpointHost::Master CheckpointMaster();
   void StopWorkers();
   void Report(const rpc::JobSnapshot& snap, WorkerGroup::Outcome outcome,
               const WorkerFailure& failure);
@@ -166,6 +168,7 @@ class AgentRun {
   grpc::ClientContext* watch_context_ KEEL_GUARDED_BY(mu_) = nullptr;
   std::vector<WorkerStats> stats_ KEEL_GUARDED_BY(mu_);
   int64_t global_step_ KEEL_GUARDED_BY(mu_) = 0;
+  int64_t worker_round_ KEEL_GUARDED_BY(mu_) = -1;  // round of the running workers
   std::string socket_name_;  // set before workers start; empty if the socket is unavailable
   std::unique_ptr<CheckpointHost> ckpt_;  // keel.ckpt's memory tier; null if unavailable
 };
@@ -344,6 +347,35 @@ void AgentRun::StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember
     return;
   }
   workers_ = std::move(group).value();
+  MutexLock lock(&mu_);
+  worker_round_ = snap.round();
+}
+
+CheckpointHost::Master AgentRun::CheckpointMaster() {
+  CheckpointHost::Master m;
+  m.report = [this](const rpc::CheckpointReport& r) -> StatusOr<bool> {
+    rpc::CheckpointReport req = r;
+    req.set_node_id(node_id_);
+    rpc::CheckpointReply reply;
+    KEEL_RETURN_IF_ERROR(CallWithRetry("reporting a checkpoint", [&](grpc::ClientContext* c) {
+      return stub_->ReportCheckpoint(c, req, &reply);
+    }));
+    return reply.commit();
+  };
+  m.restore_step = [this]() -> StatusOr<int64_t> {
+    rpc::RestoreRequest req;
+    req.set_node_id(node_id_);
+    {
+      MutexLock lock(&mu_);
+      req.set_round(worker_round_);
+    }
+    rpc::RestoreReply reply;
+    KEEL_RETURN_IF_ERROR(CallWithRetry("asking for the restore step", [&](grpc::ClientContext* c) {
+      return stub_->GetRestoreStep(c, req, &reply);
+    }));
+    return reply.memory_step();
+  };
+  return m;
 }
 
 void AgentRun::SocketLoop(int fd) {
@@ -355,13 +387,20 @@ void AgentRun::SocketLoop(int fd) {
     }
     pollfd p{fd, POLLIN, 0};
     if (poll(&p, 1, 200) <= 0) continue;
-    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    sockaddr_un from{};
+    socklen_t from_len = sizeof(from);
+    ssize_t n = recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from),
+                         &from_len);
     if (n <= 0) continue;
     buf[n] = 0;
-    if (std::strncmp(buf, "ckpt ", 5) == 0) {
-      Status s = ckpt_ ? ckpt_->HandleMessage(buf)
-                       : FailedPreconditionError("checkpoint memory is unavailable");
-      if (!s.ok()) KEEL_LOG(Error, "{}", s.ToString());
+    if (std::strncmp(buf, "ckpt-", 5) == 0) {
+      const std::string reply =
+          ckpt_ ? ckpt_->HandleRequest(buf) : "error checkpoint memory is unavailable";
+      if (reply.rfind("error", 0) == 0) KEEL_LOG(Warn, "keel.ckpt: {}", reply);
+      if (from_len > sizeof(sa_family_t)) {  // the worker bound an address to hear the reply
+        sendto(fd, reply.data(), reply.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from),
+               from_len);
+      }
       continue;
     }
     int rank = 0;
@@ -380,10 +419,15 @@ void AgentRun::StopWorkers() {
   if (!workers_) return;
   workers_->Stop(o_.stop_grace);
   workers_.reset();
-  // Breakpoint save: persist the newest in-memory step, without delaying a restart.
-  if (ckpt_) ckpt_->FlushAsync();
+  if (ckpt_) {
+    // Breakpoint save: persist the newest in-memory step, without delaying a restart; and
+    // tell the master what memory holds before this node rejoins (its restore decision).
+    ckpt_->FlushAsync();
+    ckpt_->ReportMemory();
+  }
   MutexLock lock(&mu_);
   stats_.clear();
+  worker_round_ = -1;
 }
 
 void AgentRun::Report(const rpc::JobSnapshot& snap, WorkerGroup::Outcome outcome,
@@ -421,7 +465,7 @@ int AgentRun::Run() {
   }
   std::thread watcher([this] { WatchLoop(); });
   std::thread heartbeat([this] { HeartbeatLoop(); });
-  if (auto host = CheckpointHost::Create(node_id_, o_.nproc); host.ok()) {
+  if (auto host = CheckpointHost::Create(node_id_, o_.nproc, CheckpointMaster()); host.ok()) {
     ckpt_ = std::move(host).value();
   } else {
     KEEL_LOG(Warn, "keel.ckpt will save to disk only: {}", host.status().ToString());

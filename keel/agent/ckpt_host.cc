@@ -1,20 +1,17 @@
-// CheckpointHost: shared-memory directory, newest-wins persister, per-node commit.
+// CheckpointHost: slot assignment, newest-wins persister, commit through the master.
 #include "keel/agent/ckpt_host.h"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <filesystem>
 #include <sstream>
-#include <vector>
 
 #include "keel/ckpt/commit.h"
+#include "keel/ckpt/memory_slot.h"
 #include "keel/ckpt/safetensors.h"
 #include "keel/common/logging.h"
 
@@ -41,22 +38,28 @@ void RemoveStaleDirectories(const std::string& host) {
   }
 }
 
+std::string Error(const std::string& what) { return "error " + what; }
+
 }  // namespace
 
-CheckpointHost::CheckpointHost(std::string shm_dir, int local_ranks)
-    : shm_dir_(std::move(shm_dir)), local_ranks_(local_ranks) {
+CheckpointHost::CheckpointHost(std::string shm_dir, int local_ranks, Master master)
+    : shm_dir_(std::move(shm_dir)), local_ranks_(local_ranks), master_(std::move(master)) {
+  {
+    MutexLock lock(&mu_);
+    ranks_.resize(static_cast<size_t>(local_ranks));
+  }
   thread_ = std::thread([this] { PersistLoop(); });
 }
 
 StatusOr<std::unique_ptr<CheckpointHost>> CheckpointHost::Create(const std::string& id,
-                                                                 int local_ranks) {
+                                                                 int local_ranks, Master master) {
   // id is "<host>-<pid>-<hex>" (the agent's node id).
   RemoveStaleDirectories(id.substr(0, id.rfind('-', id.rfind('-') - 1)));
   const std::string dir = std::string(kShmRoot) + "/keel-" + id;
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return ErrnoError(errno, "creating checkpoint memory '" + dir + "'");
   }
-  return std::unique_ptr<CheckpointHost>(new CheckpointHost(dir, local_ranks));
+  return std::unique_ptr<CheckpointHost>(new CheckpointHost(dir, local_ranks, std::move(master)));
 }
 
 CheckpointHost::~CheckpointHost() {
@@ -70,49 +73,141 @@ CheckpointHost::~CheckpointHost() {
   std::filesystem::remove_all(shm_dir_, ec);
 }
 
-Status CheckpointHost::HandleMessage(const std::string& message) {
+std::string CheckpointHost::HandleRequest(const std::string& message) {
   std::istringstream in(message);
-  std::string word, dir;
-  int rank = -1, persist = -1, keep_last = -1;
-  long long step = -1;
-  in >> word >> rank >> step >> persist >> keep_last;
-  std::getline(in >> std::ws, dir);
-  if (word != "ckpt" || in.bad() || rank < 0 || rank >= local_ranks_ || step < 0 ||
-      (persist != 0 && persist != 1) || keep_last < 0 || dir.empty() || dir.front() != '/') {
-    return InvalidArgumentError("malformed checkpoint message '" + message + "'");
+  std::string word;
+  int local = -1;
+  in >> word >> local;
+  if (in.fail() || local < 0 || local >= local_ranks_) {
+    return Error("malformed checkpoint request '" + message + "' (local rank 0-" +
+                 std::to_string(local_ranks_ - 1) + " expected)");
+  }
+  if (word == "ckpt-restore") return Restore(local);
+  MutexLock lock(&mu_);
+  if (word == "ckpt-begin") return Begin(local);
+  if (word == "ckpt-saved") {
+    int slot = -1, persist = -1;
+    Slot s;
+    long long step = -1;
+    in >> slot >> step >> s.rank >> s.world_size >> persist >> s.keep_last;
+    std::getline(in >> std::ws, s.dir);
+    if (in.bad() || (slot != 0 && slot != 1) || step < 0 || s.world_size <= 0 || s.rank < 0 ||
+        s.rank >= s.world_size || (persist != 0 && persist != 1) || s.keep_last < 0 ||
+        s.dir.empty() || s.dir.front() != '/') {
+      return Error("malformed checkpoint request '" + message + "'");
+    }
+    s.step = step;
+    s.queued = persist == 1;
+    return Saved(local, slot, s);
+  }
+  return Error("unknown checkpoint request '" + word + "'");
+}
+
+void CheckpointHost::Drop(int local, Slot* s, int64_t newer) {
+  ++counters_.dropped_steps;
+  KEEL_LOG(Warn,
+           "checkpoint: persisting fell behind; step {} of local rank {} is dropped for {} "
+           "(the newest step wins and will be persisted instead)",
+           s->step, local, newer >= 0 ? "step " + std::to_string(newer) : "a newer save");
+  s->queued = false;
+}
+
+std::string CheckpointHost::Begin(int local) {
+  Rank& r = ranks_[local];
+  // Prefer a slot that holds nothing complete, then the older step; never the pinned one.
+  int pick = -1;
+  for (int i = 0; i < 2; ++i) {
+    if (i == r.pinned) continue;
+    if (pick < 0) {
+      pick = i;
+      continue;
+    }
+    const Slot& a = r.slots[pick];
+    const Slot& b = r.slots[i];
+    if (a.complete && (!b.complete || b.step < a.step)) pick = i;
+  }
+  Slot& s = r.slots[pick];
+  Slot next;
+  next.writing = true;
+  if (s.complete && s.queued) {
+    Drop(local, &s, -1);
+    next.queued = true;  // the coming save inherits the persist request
+  }
+  s = next;
+  report_due_ = true;  // the slot's old step is gone
+  cv_.SignalAll();
+  return "ok " + std::to_string(pick);
+}
+
+std::string CheckpointHost::Saved(int local, int slot, const Slot& saved) {
+  Rank& r = ranks_[local];
+  Slot& s = r.slots[slot];
+  if (!s.writing) {
+    return Error("slot " + std::to_string(slot) + " of local rank " + std::to_string(local) +
+                 " was not handed out for writing (ckpt-begin first)");
+  }
+  const bool inherited = s.queued;
+  s = saved;
+  s.queued = saved.queued || inherited;
+  Slot& other = r.slots[1 - slot];
+  if (other.complete && other.queued && other.step < s.step && r.pinned != 1 - slot) {
+    Drop(local, &other, s.step);
+    s.queued = true;
+  }
+  s.complete = true;
+  ++counters_.saves;
+  report_due_ = true;
+  cv_.SignalAll();
+  return "ok";
+}
+
+std::string CheckpointHost::Restore(int local) {
+  int64_t step = -1;
+  if (master_.restore_step) {
+    StatusOr<int64_t> decided = master_.restore_step();
+    if (!decided.ok()) return Error("asking the master: " + decided.status().ToString());
+    step = *decided;
   }
   MutexLock lock(&mu_);
-  Saved& s = latest_[rank];
-  if (s.queued && s.step != step) {
-    ++dropped_;
-    KEEL_LOG(Warn,
-             "checkpoint: persisting fell behind; step {} of rank {} is dropped for the "
-             "newer step {}",
-             s.step, rank, step);
+  const Rank& r = ranks_[local];
+  for (int i = 0; step >= 0 && i < 2; ++i) {
+    if (r.slots[i].complete && r.slots[i].step == step) {
+      return "ok " + std::to_string(i) + " " + std::to_string(step);
+    }
   }
-  s = Saved{.step = step,
-            .persist = persist == 1,
-            .keep_last = keep_last,
-            .dir = dir,
-            .queued = persist == 1};
+  return "ok -1 -1";
+}
+
+void CheckpointHost::QueueNewest() {
+  for (Rank& r : ranks_) {
+    Slot* newest = nullptr;
+    for (Slot& s : r.slots) {
+      if (s.complete && (newest == nullptr || s.step > newest->step)) newest = &s;
+    }
+    if (newest != nullptr && !newest->persisted) newest->queued = true;
+  }
   cv_.SignalAll();
-  return OkStatus();
 }
 
 void CheckpointHost::FlushAsync() {
   MutexLock lock(&mu_);
-  for (auto& [rank, s] : latest_) {
-    if (!s.done && s.step >= 0) s.queued = true;  // memory-only saves too
-  }
-  cv_.SignalAll();
+  QueueNewest();
 }
 
 void CheckpointHost::Flush(Duration timeout) {
-  FlushAsync();
   const TimePoint deadline = Clock::Real()->Now() + timeout;
   MutexLock lock(&mu_);
-  while (in_flight_ > 0 || std::any_of(latest_.begin(), latest_.end(),
-                                       [](const auto& e) { return e.second.queued; })) {
+  QueueNewest();
+  auto busy = [this]() KEEL_REQUIRES(mu_) {
+    if (in_flight_ > 0) return true;
+    for (const Rank& r : ranks_) {
+      for (const Slot& s : r.slots) {
+        if (s.complete && s.queued) return true;
+      }
+    }
+    return false;
+  };
+  while (busy()) {
     const Duration left = deadline - Clock::Real()->Now();
     if (left <= Duration::zero()) {
       KEEL_LOG(Warn, "checkpoint: persisting did not finish within the flush timeout");
@@ -122,47 +217,113 @@ void CheckpointHost::Flush(Duration timeout) {
   }
 }
 
+rpc::CheckpointReport CheckpointHost::BuildReport() const {
+  rpc::CheckpointReport report;
+  for (const Rank& r : ranks_) {
+    for (const Slot& s : r.slots) {
+      if (!s.complete) continue;
+      rpc::MemoryCopy* c = report.add_memory();
+      c->set_rank(s.rank);
+      c->set_world_size(s.world_size);
+      c->set_step(s.step);
+    }
+  }
+  report.set_saves(counters_.saves);
+  report.set_dropped_steps(counters_.dropped_steps);
+  report.set_persisted_files(counters_.persisted_files);
+  report.set_persisted_bytes(counters_.persisted_bytes);
+  return report;
+}
+
+void CheckpointHost::ReportMemory() { (void)SendReport(nullptr, ""); }
+
+StatusOr<bool> CheckpointHost::SendReport(const Slot* persisted, const std::string& dir) {
+  // One report at a time, built and sent in order: the master never sees an older state
+  // after a newer one.
+  MutexLock order(&report_mu_);
+  rpc::CheckpointReport report;
+  {
+    MutexLock lock(&mu_);
+    report = BuildReport();
+    report_due_ = false;
+  }
+  if (persisted != nullptr) {
+    report.set_dir(dir);
+    rpc::MemoryCopy* p = report.mutable_persisted();
+    p->set_rank(persisted->rank);
+    p->set_world_size(persisted->world_size);
+    p->set_step(persisted->step);
+  }
+  if (!master_.report) return persisted != nullptr;  // no master: this node commits alone
+  StatusOr<bool> s = master_.report(report);
+  if (!s.ok()) KEEL_LOG(Warn, "checkpoint: reporting to the master: {}", s.status().ToString());
+  return s;
+}
+
 void CheckpointHost::PersistLoop() {
   MutexLock lock(&mu_);
   while (true) {
-    auto next =
-        std::find_if(latest_.begin(), latest_.end(), [](const auto& e) { return e.second.queued; });
-    if (next == latest_.end()) {
+    if (report_due_) {
+      mu_.Unlock();
+      (void)SendReport(nullptr, "");  // failures are logged
+      mu_.Lock();
+      continue;
+    }
+    int local = -1, slot = -1;
+    for (int i = 0; local < 0 && i < local_ranks_; ++i) {
+      for (int j = 0; j < 2; ++j) {
+        if (ranks_[i].slots[j].complete && ranks_[i].slots[j].queued) {
+          local = i;
+          slot = j;
+          break;
+        }
+      }
+    }
+    if (local < 0) {
       if (stopping_) return;
       cv_.Wait(&mu_);
       continue;
     }
-    const int rank = next->first;
-    Saved job = next->second;
-    next->second.queued = false;
+    Rank& r = ranks_[local];
+    const Slot job = r.slots[slot];
+    r.slots[slot].queued = false;
+    r.pinned = slot;
     ++in_flight_;
     mu_.Unlock();
-    Status s = Persist(rank, job);
+    int64_t bytes = 0;
+    Status s = Persist(local, slot, job, &bytes);
     mu_.Lock();
-    --in_flight_;
+    r.pinned = -1;
     if (s.ok()) {
-      ++persisted_;
-      Saved& cur = latest_[rank];
-      if (cur.step == job.step) cur.done = true;
-      if (++durable_[{job.dir, job.step}] == local_ranks_) {
-        Status c = ckpt::CommitStep(job.dir, job.step, local_ranks_, job.keep_last);
-        if (c.ok()) KEEL_LOG(Info, "checkpoint: step {} committed in {}", job.step, job.dir);
-        if (!c.ok()) KEEL_LOG(Error, "checkpoint: {}", c.ToString());
+      ++counters_.persisted_files;
+      counters_.persisted_bytes += bytes;
+      Slot& cur = r.slots[slot];
+      if (cur.complete && cur.step == job.step) cur.persisted = true;
+      mu_.Unlock();
+      StatusOr<bool> commit = SendReport(&job, job.dir);
+      Status c = commit.ok() && *commit
+                     ? ckpt::CommitStep(job.dir, job.step, job.world_size, job.keep_last)
+                     : commit.status();
+      if (commit.ok() && *commit && c.ok()) {
+        KEEL_LOG(Info, "checkpoint: step {} committed in {}", job.step, job.dir);
       }
+      if (!c.ok()) KEEL_LOG(Error, "checkpoint: committing step {}: {}", job.step, c.ToString());
+      mu_.Lock();
     } else {
-      KEEL_LOG(Error, "checkpoint: persisting rank {} step {} failed: {}", rank, job.step,
+      KEEL_LOG(Error, "checkpoint: persisting rank {} step {} failed: {}", job.rank, job.step,
                s.ToString());
     }
+    --in_flight_;
     cv_.SignalAll();
   }
 }
 
-Status CheckpointHost::Persist(int rank, const Saved& job) {
-  const std::string src = shm_dir_ + "/rank-" + std::to_string(rank) + ".safetensors";
+Status CheckpointHost::Persist(int local, int slot, const Slot& job, int64_t* bytes) {
+  const std::string src = ckpt::SlotPath(shm_dir_, local, slot);
   KEEL_ASSIGN_OR_RETURN(auto file, ckpt::SafetensorsFile::Open(src));
   auto it = file->metadata().find("keel.step");
   if (it == file->metadata().end() || it->second != std::to_string(job.step)) {
-    return AbortedError("the memory slot already holds another step");  // a newer save won
+    return InternalError("slot " + src + " does not hold step " + std::to_string(job.step));
   }
   const std::string step_dir = job.dir + "/step-" + std::to_string(job.step);
   std::error_code ec;
@@ -171,23 +332,19 @@ Status CheckpointHost::Persist(int rank, const Saved& job) {
   // Rewritten rather than copied: the memory copy carries no checksum (computing it would
   // lengthen the worker's save), so the CRC-32 is computed here, off the training path.
   std::vector<ckpt::NamedTensor> tensors;
+  tensors.reserve(file->names().size());
   for (const std::string& name : file->names()) {
     KEEL_ASSIGN_OR_RETURN(TensorView view, file->Get(name));
     tensors.push_back({name, std::move(view)});
   }
-  std::map<std::string, std::string> metadata = file->metadata();
-  return ckpt::WriteSafetensors(step_dir + "/rank-" + std::to_string(rank) + ".safetensors",
-                                tensors, metadata);
+  *bytes = static_cast<int64_t>(file->file_size());
+  return ckpt::WriteSafetensors(step_dir + "/rank-" + std::to_string(job.rank) + ".safetensors",
+                                tensors, file->metadata());
 }
 
-int64_t CheckpointHost::persisted_files() const {
+CheckpointHost::Counters CheckpointHost::counters() const {
   MutexLock lock(&mu_);
-  return persisted_;
-}
-
-int64_t CheckpointHost::dropped_steps() const {
-  MutexLock lock(&mu_);
-  return dropped_;
+  return counters_;
 }
 
 }  // namespace keel::agent

@@ -107,15 +107,13 @@ Status PwriteAll(int fd, const void* data, size_t size, uint64_t offset, const s
   return OkStatus();
 }
 
-Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                        const std::map<std::string, std::string>& metadata,
-                        const WriteOptions& options) {
+StatusOr<std::string> SafetensorsPrefix(const std::vector<NamedTensor>& tensors,
+                                        const std::map<std::string, std::string>& metadata) {
   Json header = Json::object();
   uint64_t offset = 0;
-  uLong crc = crc32(0L, Z_NULL, 0);
   for (const NamedTensor& t : tensors) {
     if (t.name.empty() || t.name == "__metadata__") {
-      return InvalidArgumentError("invalid tensor name '" + t.name + "' for '" + path + "'");
+      return InvalidArgumentError("invalid tensor name '" + t.name + "'");
     }
     if (header.contains(t.name)) {
       return InvalidArgumentError("tensor name '" + t.name + "' appears twice");
@@ -129,26 +127,71 @@ Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>&
                       {"shape", t.view.shape},
                       {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
-    for (uint64_t done = 0; options.checksum && done < bytes;) {
-      const uInt chunk = static_cast<uInt>(std::min<uint64_t>(bytes - done, 1u << 30));
-      crc = crc32(crc, static_cast<const Bytef*>(t.view.data) + done, chunk);
-      done += chunk;
-    }
   }
   Json meta = Json::object();
   for (const auto& [k, v] : metadata) meta[k] = v;
-  if (options.checksum) meta[kChecksumKey] = std::to_string(static_cast<uint32_t>(crc));
   header["__metadata__"] = meta;
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the data part starts 8-byte aligned
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t{text.size()} >> (8 * i));
+  std::string prefix(8, '\0');
+  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>(uint64_t{text.size()} >> (8 * i));
+  return prefix + text;
+}
 
+void CopyTensorData(const std::vector<NamedTensor>& tensors, void* dst, int threads) {
+  // ~16 MiB pieces, so the threads share the work whatever the tensor sizes.
+  struct Piece {
+    const char* src;
+    size_t size;
+    char* dst;
+  };
+  std::vector<Piece> pieces;
+  char* at = static_cast<char*>(dst);
+  for (const NamedTensor& t : tensors) {
+    const char* p = static_cast<const char*>(t.view.data);
+    for (size_t done = 0, n = t.view.nbytes(); done < n;) {
+      const size_t chunk = std::min<size_t>(n - done, size_t{16} << 20);
+      pieces.push_back({p + done, chunk, at});
+      done += chunk;
+      at += chunk;
+    }
+  }
+  auto copy = [&pieces](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memcpy(pieces[i].dst, pieces[i].src, pieces[i].size);
+  };
+  if (threads <= 1 || pieces.size() <= 1) {
+    copy(0, static_cast<int64_t>(pieces.size()));
+    return;
+  }
+  ThreadPool pool(std::min<int>(threads, static_cast<int>(pieces.size())) - 1, "ckpt-copy");
+  pool.ParallelFor(static_cast<int64_t>(pieces.size()), copy);
+}
+
+Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                        const std::map<std::string, std::string>& metadata,
+                        const WriteOptions& options) {
+  std::map<std::string, std::string> meta = metadata;
+  if (options.checksum) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (const NamedTensor& t : tensors) {
+      if (t.view.device != DeviceType::kCpu || !t.view.is_contiguous()) break;  // Prefix says
+      for (uint64_t done = 0, bytes = t.view.nbytes(); done < bytes;) {
+        const uInt chunk = static_cast<uInt>(std::min<uint64_t>(bytes - done, 1u << 30));
+        crc = crc32(crc, static_cast<const Bytef*>(t.view.data) + done, chunk);
+        done += chunk;
+      }
+    }
+    meta[kChecksumKey] = std::to_string(static_cast<uint32_t>(crc));
+  }
+  StatusOr<std::string> prefix = SafetensorsPrefix(tensors, meta);
+  if (!prefix.ok()) {
+    return Status(prefix.status().code(), prefix.status().message() + " (writing '" + path + "')");
+  }
+  const std::string& text = *prefix;
   const std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError(errno, "creating '" + tmp + "'");
-  Status s = WriteAll(fd, len, sizeof(len), tmp);
-  if (s.ok()) s = WriteAll(fd, text.data(), text.size(), tmp);
+  Status s = WriteAll(fd, text.data(), text.size(), tmp);
   if (s.ok() && options.threads <= 1) {
     for (size_t i = 0; s.ok() && i < tensors.size(); ++i) {
       s = WriteAll(fd, tensors[i].view.data, tensors[i].view.nbytes(), tmp);
@@ -161,7 +204,7 @@ Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>&
       uint64_t offset;
     };
     std::vector<Piece> pieces;
-    uint64_t at = 8 + text.size();
+    uint64_t at = text.size();
     for (const NamedTensor& t : tensors) {
       const char* p = static_cast<const char*>(t.view.data);
       for (size_t done = 0, n = t.view.nbytes(); done < n;) {
@@ -198,7 +241,8 @@ SafetensorsFile::~SafetensorsFile() {
   if (map_ != nullptr) munmap(map_, map_size_);
 }
 
-StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path,
+                                                                 Mapping mapping) {
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
   auto bad = [&path](const std::string& why) {
@@ -217,7 +261,8 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
     close(fd);
     return bad("only " + std::to_string(size) + " bytes (truncated?)");
   }
-  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int prot = mapping == Mapping::kCopyOnWrite ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* map = mmap(nullptr, size, prot, MAP_PRIVATE, fd, 0);
   close(fd);
   if (map == MAP_FAILED) return ErrnoError(errno, "mmap of '" + path + "'");
   f->map_ = map;
@@ -318,7 +363,7 @@ StatusOr<TensorView> SafetensorsFile::Get(const std::string& name) const {
     return NotFoundError("no tensor '" + name + "' in '" + path_ + "'");
   }
   TensorView v;
-  v.data = const_cast<uint8_t*>(data_ + it->second.begin);  // read-only mapping
+  v.data = const_cast<uint8_t*>(data_ + it->second.begin);  // writable if kCopyOnWrite
   v.dtype = it->second.dtype;
   v.shape = it->second.shape;
   v.strides = TensorView::ContiguousStrides(v.shape);

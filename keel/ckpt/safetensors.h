@@ -47,6 +47,16 @@ struct WriteOptions {
   int threads = 1;
 };
 
+// The bytes before the data of a safetensors file holding `tensors` (in this order) and
+// `metadata`: the 8-byte header length and the JSON header, padded with spaces so the data
+// starts 8-byte aligned. INVALID_ARGUMENT for a bad name, a repeated name or a tensor that is
+// not contiguous on the CPU.
+StatusOr<std::string> SafetensorsPrefix(const std::vector<NamedTensor>& tensors,
+                                        const std::map<std::string, std::string>& metadata);
+
+// Copies the tensors' bytes back to back into `dst` using `threads` threads.
+void CopyTensorData(const std::vector<NamedTensor>& tensors, void* dst, int threads);
+
 // Writes `tensors` (in this order) and `metadata` to `path` atomically.
 Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                         const std::map<std::string, std::string>& metadata,
@@ -54,7 +64,11 @@ Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>&
 
 class SafetensorsFile {
  public:
-  static StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  // kCopyOnWrite maps the file writable and private: callers may modify the tensors in place
+  // (the pages are copied on first write) while the file itself never changes.
+  enum class Mapping { kReadOnly, kCopyOnWrite };
+  static StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path,
+                                                         Mapping mapping = Mapping::kReadOnly);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -62,7 +76,8 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // Tensor names in file order (by data offset).
   std::vector<std::string> names() const;
-  // A read-only view into the mapping; valid while this file is open. NOT_FOUND if absent.
+  // A view into the mapping (read-only unless opened kCopyOnWrite); valid while this file is
+  // open. NOT_FOUND if absent.
   StatusOr<TensorView> Get(const std::string& name) const;
   // The whole file as mapped (header and data), e.g. to copy it elsewhere unchanged.
   const void* file_bytes() const { return map_; }

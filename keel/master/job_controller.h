@@ -132,6 +132,8 @@ class JobController {
   void Abort(const std::string& reason);
   // Applies time-based transitions (last call, heartbeat and rendezvous timeouts).
   void Tick();
+  // Adds an event to the job's history (e.g. "checkpoint step 20 committed").
+  void RecordEvent(const std::string& text) { Record(text); }
 
   bool known(const std::string& node_id) const { return nodes_.count(node_id) > 0; }
   const Snapshot& snapshot() const { return snapshot_; }

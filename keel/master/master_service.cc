@@ -1,6 +1,8 @@
 // MasterService: gRPC handlers over JobController, the ticker and the Watch push streams.
 #include "keel/master/master_service.h"
 
+#include <set>
+
 #include "keel/common/logging.h"
 #include "keel/rpc/status_convert.h"
 
@@ -205,6 +207,57 @@ grpc::Status MasterService::ReportStep(grpc::ServerContext* context, const rpc::
   return grpc::Status::OK;
 }
 
+grpc::Status MasterService::ReportCheckpoint(grpc::ServerContext* context,
+                                             const rpc::CheckpointReport* request,
+                                             rpc::CheckpointReply* response) {
+  KEEL_AUTHORIZE(context);
+  std::vector<MemoryCopy> memory;
+  memory.reserve(request->memory_size());
+  for (const rpc::MemoryCopy& c : request->memory()) {
+    memory.push_back({c.rank(), c.world_size(), c.step()});
+  }
+  MutexLock lock(&mu_);
+  if (!job_.known(request->node_id())) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "unknown node '" + request->node_id() + "': join the job first");
+  }
+  ckpt_.Update(request->node_id(), std::move(memory),
+               {.saves = request->saves(),
+                .dropped_steps = request->dropped_steps(),
+                .persisted_files = request->persisted_files(),
+                .persisted_bytes = request->persisted_bytes()});
+  std::set<std::string> nodes;
+  for (const NodeView& n : job_.Nodes()) nodes.insert(n.node_id);
+  ckpt_.Retain(nodes);
+  if (request->has_persisted()) {
+    if (request->dir().empty() || request->dir().front() != '/') {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "a persisted checkpoint file needs an absolute dir, got '" +
+                              request->dir() + "'");
+    }
+    const rpc::MemoryCopy& p = request->persisted();
+    const bool commit = ckpt_.Persisted(request->dir(), {p.rank(), p.world_size(), p.step()});
+    response->set_commit(commit);
+    if (commit) job_.RecordEvent("checkpoint step " + std::to_string(p.step()) + " committed");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status MasterService::GetRestoreStep(grpc::ServerContext* context,
+                                           const rpc::RestoreRequest* request,
+                                           rpc::RestoreReply* response) {
+  KEEL_AUTHORIZE(context);
+  MutexLock lock(&mu_);
+  const Snapshot& snap = job_.snapshot();
+  if (snap.state != JobState::kRunning || request->round() != snap.round) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "round " + std::to_string(request->round()) +
+                            " is not the running round (" + std::to_string(snap.round) + ")");
+  }
+  response->set_memory_step(ckpt_.RestoreStep(snap.world, snap.world_size));
+  return grpc::Status::OK;
+}
+
 grpc::Status MasterService::GetJob(grpc::ServerContext* context, const rpc::GetJobRequest*,
                                    rpc::JobStatus* response) {
   KEEL_AUTHORIZE(context);
@@ -241,6 +294,14 @@ rpc::JobStatus MasterService::JobStatusNow() {
   }
   out.set_global_step(job_.global_step());
   out.set_goodput(job_.Goodput());
+  const CheckpointCounters c = ckpt_.Totals();
+  rpc::CheckpointStatus* ck = out.mutable_checkpoint();
+  ck->set_saves(c.saves);
+  ck->set_dropped_steps(c.dropped_steps);
+  ck->set_persisted_files(c.persisted_files);
+  ck->set_persisted_bytes(c.persisted_bytes);
+  ck->set_committed_step(ckpt_.committed_step());
+  ck->set_committed_dir(ckpt_.committed_dir());
   return out;
 }
 

@@ -13,6 +13,7 @@
 
 #include "keel/common/clock.h"
 #include "keel/common/mutex.h"
+#include "keel/master/ckpt_tracker.h"
 #include "keel/master/job_controller.h"
 #include "keel/rpc/auth.h"
 #include "keel/rpc/keel.grpc.pb.h"
@@ -39,6 +40,11 @@ class MasterService final : public rpc::Master::Service {
                           rpc::Ack* response) override;
   grpc::Status GetJob(grpc::ServerContext* context, const rpc::GetJobRequest* request,
                       rpc::JobStatus* response) override;
+  grpc::Status ReportCheckpoint(grpc::ServerContext* context,
+                                const rpc::CheckpointReport* request,
+                                rpc::CheckpointReply* response) override;
+  grpc::Status GetRestoreStep(grpc::ServerContext* context, const rpc::RestoreRequest* request,
+                              rpc::RestoreReply* response) override;
 
   // Fails the job with `reason` (agents see it and stop); used when the master is told to stop.
   void Abort(const std::string& reason);
@@ -64,6 +70,7 @@ class MasterService final : public rpc::Master::Service {
   CondVar watchers_left_;  // a Watch stream ended
   CondVar ticker_wake_;    // shutdown
   JobController job_ KEEL_GUARDED_BY(mu_);
+  CheckpointTracker ckpt_ KEEL_GUARDED_BY(mu_);
   int open_watches_ KEEL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const rpc::JobSnapshot> snapshot_cache_ KEEL_GUARDED_BY(mu_);
   bool stopping_ KEEL_GUARDED_BY(mu_) = false;

@@ -56,6 +56,19 @@ std::string RenderJobMetrics(const rpc::JobStatus& status) {
       ->Set(static_cast<double>(status.global_step()));
   r.GetGauge("keel_job_goodput", "Fraction of wall time in rounds whose work is kept.", job)
       ->Set(status.goodput());
+  const rpc::CheckpointStatus& ck = status.checkpoint();
+  r.GetCounter("keel_ckpt_saves_total", "keel.ckpt saves into memory slots.", job)
+      ->Increment(static_cast<double>(ck.saves()));
+  r.GetCounter("keel_ckpt_dropped_steps_total",
+               "Saved steps never persisted because a newer one replaced them first.", job)
+      ->Increment(static_cast<double>(ck.dropped_steps()));
+  r.GetCounter("keel_ckpt_persisted_files_total", "Rank files persisted to the checkpoint dir.",
+               job)
+      ->Increment(static_cast<double>(ck.persisted_files()));
+  r.GetCounter("keel_ckpt_persisted_bytes_total", "Bytes persisted to the checkpoint dir.", job)
+      ->Increment(static_cast<double>(ck.persisted_bytes()));
+  r.GetGauge("keel_ckpt_committed_step", "Newest committed checkpoint step (-1: none).", job)
+      ->Set(static_cast<double>(ck.committed_step()));
   for (const char* st : {"waiting", "running", "succeeded", "idle"}) {
     metrics::Labels l = job;
     l["state"] = st;

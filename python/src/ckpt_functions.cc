@@ -1,5 +1,6 @@
-// keel._C bindings over keel/ckpt/safetensors: tensors go in through DLPack without a copy and
-// come back as C++-owned DLPack capsules (one copy out of the file mapping).
+// keel._C bindings over keel/ckpt: safetensors files and the Checkpointer. Tensors go in
+// through DLPack without a copy; they come back as DLPack capsules, copied out of files on
+// disk, or pointing into a memory slot's copy-on-write mapping (restore from memory).
 #include "ckpt_functions.h"
 
 #include <pybind11/stl.h>
@@ -8,6 +9,7 @@
 #include <cstring>
 
 #include "dlpack_tensor.h"
+#include "keel/ckpt/checkpointer.h"
 #include "keel/ckpt/commit.h"
 #include "keel/ckpt/safetensors.h"
 #include "status_exception.h"
@@ -18,17 +20,17 @@ namespace {
 
 // entries: [(name, tensor, dtype_name)]; dtype_name overrides the DLPack dtype of the same
 // width (torch 1.13 cannot export bool, so bool tensors arrive as uint8 views named "bool").
-void WriteFile(const std::string& path, const py::list& entries,
-               const std::map<std::string, std::string>& metadata, bool checksum, bool durable,
-               int threads) {
-  std::vector<BorrowedTensor> borrowed;
+// `borrowed` keeps the producers' memory alive while the views are used.
+std::vector<ckpt::NamedTensor> Entries(const py::list& entries,
+                                       std::vector<BorrowedTensor>* borrowed) {
   std::vector<ckpt::NamedTensor> tensors;
-  borrowed.reserve(entries.size());
+  borrowed->reserve(entries.size());
+  tensors.reserve(entries.size());
   for (const py::handle& item : entries) {
     auto tuple = item.cast<py::tuple>();
     if (tuple.size() != 3) ThrowIfError(InvalidArgumentError("entries are (name, tensor, dtype)"));
-    borrowed.push_back(ValueOrThrow(BorrowedTensor::From(tuple[1])));
-    TensorView view = borrowed.back().view();
+    borrowed->push_back(ValueOrThrow(BorrowedTensor::From(tuple[1])));
+    TensorView view = borrowed->back().view();
     DType dtype = ValueOrThrow(ParseDType(tuple[2].cast<std::string>()));
     if (DTypeSize(dtype) != DTypeSize(view.dtype)) {
       ThrowIfError(InvalidArgumentError("dtype '" + tuple[2].cast<std::string>() +
@@ -38,6 +40,14 @@ void WriteFile(const std::string& path, const py::list& entries,
     view.dtype = dtype;
     tensors.push_back({tuple[0].cast<std::string>(), view});
   }
+  return tensors;
+}
+
+void WriteFile(const std::string& path, const py::list& entries,
+               const std::map<std::string, std::string>& metadata, bool checksum, bool durable,
+               int threads) {
+  std::vector<BorrowedTensor> borrowed;
+  std::vector<ckpt::NamedTensor> tensors = Entries(entries, &borrowed);
   Status s;
   {
     py::gil_scoped_release release;  // the copy to disk does not need Python
@@ -48,13 +58,23 @@ void WriteFile(const std::string& path, const py::list& entries,
   ThrowIfError(s);
 }
 
-// Returns ([(name, dtype_name, capsule)], metadata). `verify` checks keel's CRC-32 first.
-py::tuple ReadFile(const std::string& path, bool verify) {
-  auto file = ValueOrThrow(ckpt::SafetensorsFile::Open(path));
-  if (verify) ThrowIfError(file->VerifyChecksum());
+// [(name, dtype_name, capsule)] pointing into `file` (kept alive by the capsules): no copy.
+py::list SharedEntries(const std::shared_ptr<const ckpt::SafetensorsFile>& file) {
   py::list out;
   for (const std::string& name : file->names()) {
-    TensorView src = ValueOrThrow(file->Get(name));
+    TensorView v = ValueOrThrow(file->Get(name));
+    const std::string dtype_name(DTypeName(v.dtype));
+    if (v.dtype == DType::kBool) v.dtype = DType::kUInt8;  // torch 1.13 cannot import bool
+    out.append(py::make_tuple(name, dtype_name, SharedTensorCapsule(v, file)));
+  }
+  return out;
+}
+
+// Returns ([(name, dtype_name, capsule)], metadata). `verify` checks keel's CRC-32 first.
+py::tuple ReadFile(const ckpt::SafetensorsFile& file) {
+  py::list out;
+  for (const std::string& name : file.names()) {
+    TensorView src = ValueOrThrow(file.Get(name));
     // bool leaves as uint8 (torch 1.13 cannot import bool through DLPack); the name says bool.
     const DType export_dtype = src.dtype == DType::kBool ? DType::kUInt8 : src.dtype;
     TensorView dst;
@@ -62,12 +82,66 @@ py::tuple ReadFile(const std::string& path, bool verify) {
     std::memcpy(dst.data, src.data, src.nbytes());
     out.append(py::make_tuple(name, std::string(DTypeName(src.dtype)), capsule));
   }
-  return py::make_tuple(out, file->metadata());
+  return py::make_tuple(out, file.metadata());
+}
+
+py::tuple ReadPath(const std::string& path, bool verify) {
+  auto file = ValueOrThrow(ckpt::SafetensorsFile::Open(path));
+  if (verify) ThrowIfError(file->VerifyChecksum());
+  return ReadFile(*file);
 }
 
 }  // namespace
 
+static void BindCheckpointer(py::module_& m) {
+  py::class_<ckpt::Checkpointer>(m, "Checkpointer",
+                                 "keel::ckpt::Checkpointer (keel/ckpt/checkpointer.h); "
+                                 "keel.ckpt.Checkpointer adds nested state on top.")
+      .def(py::init([](const std::string& dir, int keep_last, int copy_threads) {
+             return ValueOrThrow(ckpt::Checkpointer::Create(
+                 {.dir = dir, .keep_last = keep_last, .copy_threads = copy_threads}));
+           }),
+           py::arg("dir"), py::arg("keep_last") = 3, py::arg("copy_threads") = 0)
+      .def(
+          "save",
+          [](ckpt::Checkpointer& c, int64_t step, const py::list& entries,
+             const std::map<std::string, std::string>& metadata, bool persist) {
+            std::vector<BorrowedTensor> borrowed;
+            std::vector<ckpt::NamedTensor> tensors = Entries(entries, &borrowed);
+            StatusOr<std::string> where = [&] {
+              py::gil_scoped_release release;
+              return c.Save(step, tensors, metadata, persist);
+            }();
+            return ValueOrThrow(std::move(where));
+          },
+          py::arg("step"), py::arg("entries"), py::arg("metadata"), py::arg("persist") = true,
+          "Saves [(name, tensor, dtype_name)]; returns 'memory', 'disk' or 'skipped'.")
+      .def(
+          "load_from_memory",
+          [](ckpt::Checkpointer& c) -> py::object {
+            std::optional<ckpt::Checkpoint> got = ValueOrThrow(c.LoadFromMemory());
+            if (!got) return py::none();
+            return py::make_tuple(got->step, SharedEntries(got->file), got->file->metadata());
+          },
+          "(step, [(name, dtype_name, capsule)], metadata) of the step the master chose, "
+          "pointing into the memory slot (copy-on-write); None if there is none.")
+      .def(
+          "load_from_disk",
+          [](ckpt::Checkpointer& c, int64_t step) {
+            ckpt::Checkpoint got = ValueOrThrow(c.LoadFromDisk(step));
+            return ReadFile(*got.file);
+          },
+          py::arg("step"), "([(name, dtype_name, capsule)], metadata), checksum verified.")
+      .def("committed_steps", &ckpt::Checkpointer::CommittedSteps)
+      .def_property_readonly("in_agent_memory", &ckpt::Checkpointer::in_agent_memory)
+      .def_property_readonly("under_agent", &ckpt::Checkpointer::under_agent)
+      .def_property_readonly("rank", &ckpt::Checkpointer::rank)
+      .def_property_readonly("world_size", &ckpt::Checkpointer::world_size)
+      .def_property_readonly("dir", &ckpt::Checkpointer::dir);
+}
+
 void BindCkptFunctions(py::module_& m) {
+  BindCheckpointer(m);
   m.def(
       "commit_checkpoint_step",
       [](const std::string& dir, int64_t step, int world_size, int keep_last) {
@@ -80,7 +154,7 @@ void BindCkptFunctions(py::module_& m) {
         "Writes [(name, tensor, dtype_name)] and string metadata to `path` atomically "
         "(contiguous CPU tensors); `checksum` records the CRC-32, `durable` fsyncs, `threads` "
         "copy in parallel.");
-  m.def("read_safetensors", &ReadFile, py::arg("path"), py::arg("verify") = true,
+  m.def("read_safetensors", &ReadPath, py::arg("path"), py::arg("verify") = true,
         "Reads a safetensors file: ([(name, dtype_name, dlpack_capsule)], metadata). "
         "Raises ValueError for malformed files and RuntimeError (DATA_LOSS) for corrupt ones.");
 }

@@ -76,8 +76,11 @@ struct ExportedTensor {
   DLManagedTensor managed{};
   std::vector<int64_t> shape;
   std::vector<int64_t> strides;
-  void* data = nullptr;
-  ~ExportedTensor() { std::free(data); }
+  void* data = nullptr;             // freed with the tensor, unless `owner` is set
+  std::shared_ptr<const void> owner;  // keeps borrowed memory alive instead
+  ~ExportedTensor() {
+    if (!owner) std::free(data);
+  }
 };
 
 void DeleteExported(DLManagedTensor* managed) {
@@ -166,6 +169,26 @@ py::capsule NewTensorCapsule(DType dtype, const std::vector<int64_t>& shape, Ten
   view->device = DeviceType::kCpu;
   view->shape = owned->shape;
   view->strides = owned->strides;
+  DLManagedTensor* managed = &owned.release()->managed;
+  return py::capsule(managed, kCapsuleName, &CapsuleDestructor);
+}
+
+py::capsule SharedTensorCapsule(const TensorView& view, std::shared_ptr<const void> owner) {
+  auto owned = std::make_unique<ExportedTensor>();
+  owned->shape = view.shape;
+  owned->strides = TensorView::ContiguousStrides(view.shape);
+  owned->data = view.data;
+  owned->owner = std::move(owner);
+  DLTensor& t = owned->managed.dl_tensor;
+  t.data = owned->data;
+  t.device = {kDLCPU, 0};
+  t.ndim = static_cast<int>(view.shape.size());
+  t.dtype = ToDLDataType(view.dtype);
+  t.shape = owned->shape.data();
+  t.strides = owned->strides.data();
+  t.byte_offset = 0;
+  owned->managed.manager_ctx = owned.get();
+  owned->managed.deleter = &DeleteExported;
   DLManagedTensor* managed = &owned.release()->managed;
   return py::capsule(managed, kCapsuleName, &CapsuleDestructor);
 }

@@ -11,6 +11,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <vector>
 
 #include "keel/common/status.h"
@@ -34,5 +35,9 @@ class BorrowedTensor {
 // that overwrite every byte), returned as a DLPack capsule along with a view to fill it.
 pybind11::capsule NewTensorCapsule(DType dtype, const std::vector<int64_t>& shape, TensorView* view,
                                    bool zero = true);
+
+// A contiguous CPU `view` of memory kept alive by `owner` (e.g. a file mapping), as a DLPack
+// capsule: no copy; `owner` is released when the last tensor using the memory goes.
+pybind11::capsule SharedTensorCapsule(const TensorView& view, std::shared_ptr<const void> owner);
 
 }  // namespace keel::python
