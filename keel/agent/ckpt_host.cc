@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -18,13 +19,17 @@
 namespace keel::agent {
 namespace {
 
-constexpr char kShmRoot[] = "/dev/shm";
+// Where the slots live: /dev/shm, or $KEEL_SHM_ROOT (another tmpfs, e.g. a bigger one).
+std::string ShmRoot() {
+  const char* root = std::getenv("KEEL_SHM_ROOT");
+  return root != nullptr && *root == '/' ? root : "/dev/shm";
+}
 
 // Removes /dev/shm/keel-<host>-<pid>-<hex> directories whose agent process is gone (an agent
 // killed with SIGKILL cannot clean up after itself).
 void RemoveStaleDirectories(const std::string& host) {
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(kShmRoot, ec)) {
+  for (const auto& entry : std::filesystem::directory_iterator(ShmRoot(), ec)) {
     const std::string name = entry.path().filename().string();
     const std::string prefix = "keel-" + host + "-";
     if (!entry.is_directory(ec) || name.rfind(prefix, 0) != 0) continue;
@@ -55,7 +60,7 @@ StatusOr<std::unique_ptr<CheckpointHost>> CheckpointHost::Create(const std::stri
                                                                  int local_ranks, Master master) {
   // id is "<host>-<pid>-<hex>" (the agent's node id).
   RemoveStaleDirectories(id.substr(0, id.rfind('-', id.rfind('-') - 1)));
-  const std::string dir = std::string(kShmRoot) + "/keel-" + id;
+  const std::string dir = ShmRoot() + "/keel-" + id;
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return ErrnoError(errno, "creating checkpoint memory '" + dir + "'");
   }

@@ -1,7 +1,8 @@
 // CheckpointHost: the agent's side of keel.ckpt — the shared-memory slots and the
 // asynchronous persister.
 //
-// The agent owns /dev/shm/keel-<node id>/, so the slots outlive a worker crash. Each local rank
+// The agent owns /dev/shm/keel-<node id>/ ($KEEL_SHM_ROOT instead of /dev/shm if set), so the
+// slots outlive a worker crash. Each local rank
 // has two slots (keel/ckpt/memory_slot.h). A worker saves in three steps over the agent's
 // socket: "ckpt-begin" (the agent names the slot to write: never the one being persisted,
 // never the newest complete one unless the other is being persisted), the copy into the slot,

@@ -8,6 +8,7 @@ resumes from a checkpoint must end with exactly the parameters of a run that nev
 import argparse
 import os
 import signal
+import time
 
 import torch
 import torch.distributed as dist
@@ -25,6 +26,7 @@ def main():
     p.add_argument("--persist-every", type=int, default=1,
                    help="saves at multiples of this persist to disk; others stay in memory")
     p.add_argument("--crash-at-step", type=int, default=-1)
+    p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--tag", default="")
     args = p.parse_args()
 
@@ -54,6 +56,7 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        time.sleep(args.step_sleep)
         if s % args.save_every == 0:
             ckpt.save(s, {"model": model.state_dict(), "optim": opt.state_dict(), "step": s},
                       persist=s % args.persist_every == 0)
