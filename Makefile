@@ -43,8 +43,8 @@ demo: build
 	@echo "== keel run --nproc-per-node 2 examples/train_gpt.py (rank 1 is killed at step 25)"
 	$(BUILD)/tools/keel/keel run --nproc-per-node 2 examples/train_gpt.py --steps 60 \
 	  --crash-rank 1 --crash-at-step 25 --ckpt-dir $(DEMO_CKPT) --save-every 10
-	@echo "== the job survived the crash: both workers restarted, resumed from the step-20"
-	@echo "   checkpoint ($(DEMO_CKPT), safetensors) and finished"
+	@echo "== the job survived the crash: both workers restarted, restored the step-20 checkpoint"
+	@echo "   from the agent's memory, and finished; committed steps persisted in $(DEMO_CKPT)"
 
 format:
 	clang-format -i $(CXX_SOURCES)

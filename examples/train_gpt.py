@@ -82,7 +82,8 @@ def main():
     ddp = DDP(model, device_ids=[device.index] if cuda else None)
 
     if rank == 0:
-        resumed = f", resuming after step {first - 1}" if first > 1 else ", from scratch"
+        resumed = (f", resuming after step {first - 1} (checkpoint restored from "
+                   f"{ckpt.loaded_from})" if first > 1 else ", from scratch")
         print(f"training on {world} worker(s), attempt {restart + 1}{resumed}", flush=True)
     start = time.time()
     for step in range(first, args.steps + 1):

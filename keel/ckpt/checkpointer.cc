@@ -124,32 +124,70 @@ StatusOr<std::string> Checkpointer::AskAgent(const std::string& request, int tim
   return reply.size() > 3 ? reply.substr(3) : "";
 }
 
-StatusOr<std::string> Checkpointer::Save(int64_t step, const std::vector<NamedTensor>& tensors,
-                                  std::map<std::string, std::string> metadata, bool persist) {
+void Checkpointer::AddKeelMetadata(int64_t step,
+                                   std::map<std::string, std::string>* metadata) const {
+  (*metadata)["keel.step"] = std::to_string(step);
+  (*metadata)["keel.rank"] = std::to_string(rank_);
+  (*metadata)["keel.world_size"] = std::to_string(world_size_);
+}
+
+void Checkpointer::LeaveAgent(const Status& why) {
+  KEEL_LOG(Warn, "keel.ckpt: the agent's memory tier is unavailable ({}); saving to disk",
+           why.ToString());
+  close(agent_fd_);
+  agent_fd_ = -1;
+  writer_.reset();
+  pending_slot_ = -1;
+}
+
+StatusOr<std::vector<TensorView>> Checkpointer::BeginSave(
+    int64_t step, const std::vector<NamedTensor>& layout,
+    std::map<std::string, std::string> metadata, bool pin_for_cuda) {
   if (step < 0) return InvalidArgumentError("step must be >= 0, got " + std::to_string(step));
-  metadata["keel.step"] = std::to_string(step);
-  metadata["keel.rank"] = std::to_string(rank_);
-  metadata["keel.world_size"] = std::to_string(world_size_);
+  if (!in_agent_memory()) {
+    return FailedPreconditionError("no agent memory tier here (not under keel run): use Save");
+  }
+  AddKeelMetadata(step, &metadata);
+  StatusOr<std::string> slot = AskAgent("ckpt-begin " + std::to_string(local_rank_), 10000);
+  if (!slot.ok()) {
+    LeaveAgent(slot.status());
+    return FailedPreconditionError("the agent did not hand out a memory slot: " +
+                                   slot.status().ToString());
+  }
+  const int s = std::atoi(slot->c_str());
+  if (pin_for_cuda) writer_->PinForCuda();
+  KEEL_ASSIGN_OR_RETURN(std::vector<TensorView> dst, writer_->Prepare(s, layout, metadata));
+  pending_slot_ = s;
+  pending_step_ = step;
+  return dst;
+}
+
+Status Checkpointer::FinishSave(bool persist) {
+  if (pending_slot_ < 0 || !in_agent_memory()) {
+    return FailedPreconditionError("FinishSave without a successful BeginSave");
+  }
+  std::ostringstream msg;
+  msg << "ckpt-saved " << local_rank_ << ' ' << pending_slot_ << ' ' << pending_step_ << ' '
+      << rank_ << ' ' << world_size_ << ' ' << (persist ? 1 : 0) << ' ' << options_.keep_last
+      << ' ' << options_.dir;
+  pending_slot_ = -1;
+  return AskAgent(msg.str(), 10000).status();
+}
+
+StatusOr<std::string> Checkpointer::Save(int64_t step, const std::vector<NamedTensor>& tensors,
+                                         std::map<std::string, std::string> metadata,
+                                         bool persist) {
+  if (step < 0) return InvalidArgumentError("step must be >= 0, got " + std::to_string(step));
   if (in_agent_memory()) {
-    StatusOr<std::string> slot = AskAgent("ckpt-begin " + std::to_string(local_rank_), 10000);
-    if (slot.ok()) {
-      const int s = std::atoi(slot->c_str());
-      KEEL_RETURN_IF_ERROR(writer_->Write(s, tensors, metadata));
-      std::ostringstream msg;
-      msg << "ckpt-saved " << local_rank_ << ' ' << s << ' ' << step << ' ' << rank_ << ' '
-          << world_size_ << ' ' << (persist ? 1 : 0) << ' ' << options_.keep_last << ' '
-          << options_.dir;
-      KEEL_RETURN_IF_ERROR(AskAgent(msg.str(), 10000).status());
+    StatusOr<std::vector<TensorView>> dst = BeginSave(step, tensors, metadata);
+    if (dst.ok()) {
+      if (!dst->empty()) CopyTensorData(tensors, dst->front().data, options_.copy_threads);
+      KEEL_RETURN_IF_ERROR(FinishSave(persist));
       return std::string("memory");
     }
-    if (slot.status().code() == StatusCode::kInvalidArgument) return slot.status();
-    // The agent is gone or refuses: keep training safe by writing to disk directly.
-    KEEL_LOG(Warn, "keel.ckpt: the agent's memory tier is unavailable ({}); saving to disk",
-             slot.status().ToString());
-    close(agent_fd_);
-    agent_fd_ = -1;
-    writer_.reset();
+    if (in_agent_memory()) return dst.status();  // e.g. no room: the agent still answers
   }
+  AddKeelMetadata(step, &metadata);
   if (!persist) return std::string("skipped");
   const std::string step_dir = options_.dir + "/step-" + std::to_string(step);
   std::error_code ec;

@@ -55,6 +55,14 @@ class Checkpointer {
   // unless the job has one process).
   StatusOr<std::string> Save(int64_t step, const std::vector<NamedTensor>& tensors,
                       std::map<std::string, std::string> metadata, bool persist = true);
+  // Save in two halves, for tensors the caller copies itself (CUDA tensors: one device->host
+  // copy straight into the memory slot, which is page-locked for it). BeginSave returns one
+  // destination view per entry of `layout` (only names, dtypes and shapes are read); fill
+  // them, then FinishSave. Memory tier only (FAILED_PRECONDITION elsewhere: use Save).
+  StatusOr<std::vector<TensorView>> BeginSave(int64_t step, const std::vector<NamedTensor>& layout,
+                                              std::map<std::string, std::string> metadata,
+                                              bool pin_for_cuda = false);
+  Status FinishSave(bool persist = true);
   // Memory first, then disk (see above); nullopt when there is no checkpoint.
   StatusOr<std::optional<Checkpoint>> Load();
   // The master's memory step for this rank, or nullopt (none, or no agent).
@@ -75,6 +83,9 @@ class Checkpointer {
   explicit Checkpointer(CheckpointerOptions options);
   // Sends `request` to the agent and returns its reply ("ok ..."), or an error.
   StatusOr<std::string> AskAgent(const std::string& request, int timeout_ms);
+  void AddKeelMetadata(int64_t step, std::map<std::string, std::string>* metadata) const;
+  // Stops using the agent (it stopped answering): later saves go to disk.
+  void LeaveAgent(const Status& why);
 
   CheckpointerOptions options_;
   int rank_ = 0, world_size_ = 1, local_rank_ = 0;
@@ -83,6 +94,8 @@ class Checkpointer {
   int agent_fd_ = -1;
   bool under_agent_ = false;
   std::unique_ptr<SlotWriter> writer_;
+  int pending_slot_ = -1;  // between BeginSave and FinishSave
+  int64_t pending_step_ = -1;
 };
 
 }  // namespace keel::ckpt

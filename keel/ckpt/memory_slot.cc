@@ -9,6 +9,11 @@
 #include <cerrno>
 #include <cstring>
 
+#include "keel/common/logging.h"
+#ifdef KEEL_CKPT_WITH_CUDA
+#include "keel/cuda/driver.h"
+#endif
+
 namespace keel::ckpt {
 namespace {
 
@@ -37,8 +42,32 @@ SlotWriter::~SlotWriter() {
 
 void SlotWriter::Unmap(int slot) {
   Mapped& m = mapped_[slot];
+#ifdef KEEL_CKPT_WITH_CUDA
+  if (m.pinned) (void)cuda::UnregisterHostMemory(m.addr);
+#endif
   if (m.addr != nullptr) munmap(m.addr, m.size);
   m = Mapped{};
+}
+
+void SlotWriter::PinForCuda() {
+  pin_ = true;
+  for (Mapped& m : mapped_) Pin(&m);
+}
+
+void SlotWriter::Pin(Mapped* m) {
+  if (!pin_ || pin_failed_ || m->addr == nullptr || m->pinned) return;
+#ifdef KEEL_CKPT_WITH_CUDA
+  Status s = cuda::RegisterHostMemory(m->addr, m->size);
+  m->pinned = s.ok();
+  if (!s.ok()) {
+    pin_failed_ = true;
+    KEEL_LOG(Warn, "keel.ckpt: cannot page-lock the checkpoint slots ({}); CUDA copies into "
+             "them will be slower", s.ToString());
+  }
+#else
+  pin_failed_ = true;
+  KEEL_LOG(Warn, "keel.ckpt: built without CUDA; checkpoint slots are not page-locked");
+#endif
 }
 
 void SlotWriter::Detach(int slot) {
@@ -49,10 +78,37 @@ void SlotWriter::Detach(int slot) {
 
 Status SlotWriter::Write(int slot, const std::vector<NamedTensor>& tensors,
                          const std::map<std::string, std::string>& metadata) {
+  KEEL_ASSIGN_OR_RETURN(std::vector<TensorView> dst, Prepare(slot, tensors, metadata));
+  if (!dst.empty()) CopyTensorData(tensors, dst.front().data, threads_);
+  return OkStatus();
+}
+
+StatusOr<std::vector<TensorView>> SlotWriter::Prepare(
+    int slot, const std::vector<NamedTensor>& layout,
+    const std::map<std::string, std::string>& metadata) {
   if (slot != 0 && slot != 1) return InvalidArgumentError("slot must be 0 or 1");
-  KEEL_ASSIGN_OR_RETURN(std::string prefix, SafetensorsPrefix(tensors, metadata));
+  KEEL_ASSIGN_OR_RETURN(std::string prefix, SafetensorsPrefix(layout, metadata));
   uint64_t total = prefix.size();
-  for (const NamedTensor& t : tensors) total += t.view.nbytes();
+  for (const NamedTensor& t : layout) total += t.view.nbytes();
+  KEEL_RETURN_IF_ERROR(Map(slot, total));
+  char* base = static_cast<char*>(mapped_[slot].addr);
+  std::memcpy(base, prefix.data(), prefix.size());
+  std::vector<TensorView> out;
+  out.reserve(layout.size());
+  char* at = base + prefix.size();
+  for (const NamedTensor& t : layout) {
+    TensorView v;
+    v.data = at;
+    v.dtype = t.view.dtype;
+    v.shape = t.view.shape;
+    v.strides = TensorView::ContiguousStrides(v.shape);
+    at += t.view.nbytes();
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Status SlotWriter::Map(int slot, uint64_t total) {
   const std::string path = SlotPath(shm_dir_, local_rank_, slot);
   Mapped& m = mapped_[slot];
   if (m.addr == nullptr || m.size != total) {
@@ -93,10 +149,8 @@ Status SlotWriter::Write(int slot, const std::vector<NamedTensor>& tensors,
     }
     detached_[slot] = false;
     m = Mapped{addr, static_cast<size_t>(total)};
+    Pin(&m);
   }
-  char* base = static_cast<char*>(m.addr);
-  std::memcpy(base, prefix.data(), prefix.size());
-  CopyTensorData(tensors, base + prefix.size(), threads_);
   return OkStatus();
 }
 

@@ -39,6 +39,15 @@ class SlotWriter {
   // RESOURCE_EXHAUSTED (naming /dev/shm and how to enlarge it) if it does not fit.
   Status Write(int slot, const std::vector<NamedTensor>& tensors,
                const std::map<std::string, std::string>& metadata);
+  // The first half of Write for callers that copy the data themselves (CUDA tensors: one
+  // device->host copy straight into the slot): writes the header for `layout` (only names,
+  // dtypes and shapes are used) and returns one view per entry into the slot's data part.
+  StatusOr<std::vector<TensorView>> Prepare(int slot, const std::vector<NamedTensor>& layout,
+                                            const std::map<std::string, std::string>& metadata);
+  // Page-locks the slots' memory for CUDA copies from now on (until destruction or
+  // remapping). Best effort: without a driver or a current context it logs once and the
+  // copies are merely slower.
+  void PinForCuda();
   // The slot's current file was handed to a reader (a restore maps it): the next Write into
   // the slot creates a new file instead of changing this one under the reader.
   void Detach(int slot);
@@ -49,14 +58,20 @@ class SlotWriter {
   struct Mapped {
     void* addr = nullptr;
     size_t size = 0;
+    bool pinned = false;
   };
   void Unmap(int slot);
+  // Maps slot `slot` with `total` bytes (reusing the warm mapping when the size matches).
+  Status Map(int slot, uint64_t total);
+  void Pin(Mapped* m);
 
   const std::string shm_dir_;
   const int local_rank_;
   const int threads_;
   Mapped mapped_[2];
   bool detached_[2] = {false, false};
+  bool pin_ = false;
+  bool pin_failed_ = false;
 };
 
 }  // namespace keel::ckpt

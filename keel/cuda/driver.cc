@@ -18,6 +18,8 @@ struct DriverApi {
   decltype(&cuDeviceTotalMem) device_total_mem = nullptr;
   decltype(&cuDeviceGetAttribute) device_get_attribute = nullptr;
   decltype(&cuGetErrorString) get_error_string = nullptr;
+  decltype(&cuMemHostRegister) host_register = nullptr;
+  decltype(&cuMemHostUnregister) host_unregister = nullptr;
 };
 
 template <typename F>
@@ -44,7 +46,9 @@ const StatusOr<DriverApi>& Api() {
               Resolve(lib, "cuDeviceGetName", &a.device_get_name) &&
               Resolve(lib, "cuDeviceTotalMem_v2", &a.device_total_mem) &&
               Resolve(lib, "cuDeviceGetAttribute", &a.device_get_attribute) &&
-              Resolve(lib, "cuGetErrorString", &a.get_error_string);
+              Resolve(lib, "cuGetErrorString", &a.get_error_string) &&
+              Resolve(lib, "cuMemHostRegister_v2", &a.host_register) &&
+              Resolve(lib, "cuMemHostUnregister", &a.host_unregister);
     if (!ok) {
       return new StatusOr<DriverApi>(
           UnavailableError("libcuda.so.1 lacks a required driver function (driver too old?)"));
@@ -95,6 +99,17 @@ StatusOr<DriverInfo> QueryDriver() {
     info.devices.push_back(std::move(d));
   }
   return info;
+}
+
+Status RegisterHostMemory(void* data, size_t bytes) {
+  KEEL_ASSIGN_OR_RETURN(const DriverApi& api, Api());
+  return Check(api, api.host_register(data, bytes, CU_MEMHOSTREGISTER_PORTABLE),
+               "cuMemHostRegister");
+}
+
+Status UnregisterHostMemory(void* data) {
+  KEEL_ASSIGN_OR_RETURN(const DriverApi& api, Api());
+  return Check(api, api.host_unregister(data), "cuMemHostUnregister");
 }
 
 }  // namespace keel::cuda

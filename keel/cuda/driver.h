@@ -31,4 +31,11 @@ struct DriverInfo {
 // Loads and initialises the driver (once) and lists the devices.
 StatusOr<DriverInfo> QueryDriver();
 
+// Page-locks host memory (e.g. a mapped checkpoint slot) for fast device<->host copies, in
+// every context (CU_MEMHOSTREGISTER_PORTABLE). Needs a current CUDA context on the calling
+// thread (PyTorch makes its device's primary context current once it used the GPU).
+Status RegisterHostMemory(void* data, size_t bytes);
+// Undoes RegisterHostMemory; call before unmapping the memory.
+Status UnregisterHostMemory(void* data);
+
 }  // namespace keel::cuda

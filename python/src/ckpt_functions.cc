@@ -117,9 +117,59 @@ static void BindCheckpointer(py::module_& m) {
           py::arg("step"), py::arg("entries"), py::arg("metadata"), py::arg("persist") = true,
           "Saves [(name, tensor, dtype_name)]; returns 'memory', 'disk' or 'skipped'.")
       .def(
+          "begin_save",
+          [](ckpt::Checkpointer& c, int64_t step, const py::list& layout,
+             const std::map<std::string, std::string>& metadata, bool pin_for_cuda) {
+            std::vector<ckpt::NamedTensor> entries;
+            entries.reserve(layout.size());
+            for (const py::handle& item : layout) {
+              auto t = item.cast<py::tuple>();
+              if (t.size() != 3) {
+                ThrowIfError(InvalidArgumentError("layout entries are (name, dtype, shape)"));
+              }
+              TensorView v;
+              v.dtype = ValueOrThrow(ParseDType(t[1].cast<std::string>()));
+              v.shape = t[2].cast<std::vector<int64_t>>();
+              for (int64_t d : v.shape) {
+                if (d < 0) ThrowIfError(InvalidArgumentError("negative dimension in the layout"));
+              }
+              v.strides = TensorView::ContiguousStrides(v.shape);
+              entries.push_back({t[0].cast<std::string>(), std::move(v)});
+            }
+            StatusOr<std::vector<TensorView>> begun = [&] {
+              py::gil_scoped_release release;  // waits for the agent
+              return c.BeginSave(step, entries, metadata, pin_for_cuda);
+            }();
+            std::vector<TensorView> dst = ValueOrThrow(std::move(begun));
+            py::list out;
+            for (TensorView& v : dst) {
+              if (v.dtype == DType::kBool) v.dtype = DType::kUInt8;
+              // Borrowed: valid until finish_save (the slot stays mapped by the writer).
+              out.append(SharedTensorCapsule(v, std::shared_ptr<const void>(v.data, [](const void*) {})));
+            }
+            return out;
+          },
+          py::arg("step"), py::arg("layout"), py::arg("metadata"), py::arg("pin_for_cuda") = false,
+          "Memory tier only: [(name, dtype_name, shape)] -> destination tensors (capsules) in "
+          "the memory slot, to fill (e.g. from CUDA) before finish_save.")
+      .def(
+          "finish_save",
+          [](ckpt::Checkpointer& c, bool persist) {
+            Status s = [&] {
+              py::gil_scoped_release release;  // waits for the agent
+              return c.FinishSave(persist);
+            }();
+            ThrowIfError(s);
+          },
+          py::arg("persist") = true)
+      .def(
           "load_from_memory",
           [](ckpt::Checkpointer& c) -> py::object {
-            std::optional<ckpt::Checkpoint> got = ValueOrThrow(c.LoadFromMemory());
+            StatusOr<std::optional<ckpt::Checkpoint>> loaded = [&] {
+              py::gil_scoped_release release;  // waits for the agent (and the master)
+              return c.LoadFromMemory();
+            }();
+            std::optional<ckpt::Checkpoint> got = ValueOrThrow(std::move(loaded));
             if (!got) return py::none();
             return py::make_tuple(got->step, SharedEntries(got->file), got->file->metadata());
           },
@@ -128,7 +178,11 @@ static void BindCheckpointer(py::module_& m) {
       .def(
           "load_from_disk",
           [](ckpt::Checkpointer& c, int64_t step) {
-            ckpt::Checkpoint got = ValueOrThrow(c.LoadFromDisk(step));
+            StatusOr<ckpt::Checkpoint> loaded = [&] {
+              py::gil_scoped_release release;  // reads and checksums the file
+              return c.LoadFromDisk(step);
+            }();
+            ckpt::Checkpoint got = ValueOrThrow(std::move(loaded));
             return ReadFile(*got.file);
           },
           py::arg("step"), "([(name, dtype_name, capsule)], metadata), checksum verified.")

@@ -63,6 +63,10 @@ class Checkpointer:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}")
         structure, tensors = flatten(state)
+        metadata = {"keel.structure": structure}
+        if self._c.in_agent_memory and any(t.device.type == "cuda" for _, t, _ in tensors):
+            if self._save_by_copy(step, tensors, metadata, persist):
+                return
         entries = []
         for name, t, dtype_name in tensors:
             t = t.detach()
@@ -72,7 +76,7 @@ class Checkpointer:
             if t.dtype == torch.bool:
                 t = t.view(torch.uint8)  # torch 1.13 cannot export bool through DLPack
             entries.append((name, t, dtype_name))
-        where = self._c.save(step, entries, {"keel.structure": structure}, persist)
+        where = self._c.save(step, entries, metadata, persist)
         if where == "skipped" and not self._warned_memory_only:
             _warn("save(persist=False) needs `keel run` (the agent's memory tier); skipping "
                   "memory-only saves here")
@@ -83,6 +87,31 @@ class Checkpointer:
                 dist.barrier()  # every rank's file is durable before the step is committed
             if rank == 0:
                 _C.commit_checkpoint_step(self.directory, step, world, self.keep_last)
+
+    def _save_by_copy(self, step, tensors, metadata, persist):
+        """Copies every tensor with torch straight into the memory slot — for CUDA tensors one
+        device->host copy into the page-locked slot, no intermediate host tensor. Returns
+        False if the memory tier became unavailable."""
+        layout = [(name, dtype_name, list(t.shape)) for name, t, dtype_name in tensors]
+        try:
+            dsts = self._c.begin_save(step, layout, metadata, True)
+        except (ValueError, RuntimeError, OSError) as e:
+            if self._c.in_agent_memory:  # a real error (e.g. no room), not a missing agent
+                raise
+            _warn(f"{e}; saving to disk")
+            return False
+        cuda = False
+        for (_, t, dtype_name), capsule in zip(tensors, dsts):
+            dst = torch.from_dlpack(capsule)
+            src = t.detach()
+            if dtype_name == "bool":
+                src = src.view(torch.uint8)
+            cuda = cuda or src.device.type == "cuda"
+            dst.copy_(src, non_blocking=src.device.type == "cuda")
+        if cuda:
+            torch.cuda.synchronize()
+        self._c.finish_save(persist)
+        return True
 
     @staticmethod
     def _tensors(entries):
