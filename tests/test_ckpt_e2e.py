@@ -118,3 +118,16 @@ def test_a_too_small_shared_memory_gives_a_clear_error_not_sigbus(keel_bin, tag,
     assert rc == 0, err  # the worker caught the error: no SIGBUS
     assert "[rank 0]: save failed:" in out
     assert "the shared-memory filesystem is full" in out and "Enlarge /dev/shm" in out
+
+
+def test_keep_last_flag_sets_the_retention_of_every_worker(keel_bin, tag, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    rc, out, err = finish(keel(keel_bin, "run", "--nproc-per-node", "2", "--keep-last", "1",
+                               RESUME, "--ckpt", str(ckpt), "--out", str(tmp_path / "f.pt"),
+                               "--tag", tag))
+    assert rc == 0, err
+    steps = sorted(d for d in os.listdir(ckpt) if d.startswith("step-"))
+    assert steps == ["step-30"], steps
+    rc, _, err = finish(keel(keel_bin, "run", "--keep-last", "-2", RESUME, "--ckpt", str(ckpt),
+                             "--out", str(tmp_path / "f.pt")))
+    assert rc == 2 and "--keep-last must be >= 0" in err

@@ -320,6 +320,7 @@ void AgentRun::StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember
     set("KEEL_NODE_ID", node_id_);
     if (!socket_name_.empty()) set("KEEL_AGENT_SOCKET", "@" + socket_name_);
     if (ckpt_ && !socket_name_.empty()) set("KEEL_SHM_DIR", ckpt_->shm_dir());
+    if (o_.keep_last >= 0) set("KEEL_CKPT_KEEP_LAST", std::to_string(o_.keep_last));
     // `import keel` from the build tree, when keel runs from there (installed keel is on the
     // interpreter's path already).
     const std::string package_dir = build_info::kPythonPackageDir;

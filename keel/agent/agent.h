@@ -36,6 +36,9 @@ struct AgentOptions {
   Duration master_timeout = std::chrono::seconds(60);
   // SIGTERM-to-SIGKILL grace when stopping workers.
   Duration stop_grace = std::chrono::seconds(5);
+  // keel.ckpt retention for the workers (KEEL_CKPT_KEEP_LAST): committed steps to keep, 0 all;
+  // -1 leaves it to the training script (default 3).
+  int keep_last = -1;
   // When set and it becomes non-zero (a signal number), the agent stops its workers
   // (SIGTERM, grace, SIGKILL), leaves the job and returns 128 + that number. Borrowed; the
   // caller (keel's signal thread) writes it.

@@ -232,7 +232,7 @@ TEST_F(CheckpointHostTest, WithoutAnAgentSavesAreSynchronousAndCorruptionFallsBa
   EXPECT_EQ((*c)->Save(-1, {}, {}).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ckpt::Checkpointer::Create({.dir = ""}).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(ckpt::Checkpointer::Create({.dir = root_, .keep_last = -1}).status().code(),
+  EXPECT_EQ(ckpt::Checkpointer::Create({.dir = root_, .keep_last = -2}).status().code(),
             StatusCode::kInvalidArgument);
 }
 

@@ -57,11 +57,12 @@ Checkpointer::~Checkpointer() {
 
 StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Create(const CheckpointerOptions& options) {
   if (options.dir.empty()) return InvalidArgumentError("the checkpoint dir must not be empty");
-  if (options.keep_last < 0) {
+  if (options.keep_last < -1) {
     return InvalidArgumentError("keep_last must be >= 0, got " + std::to_string(options.keep_last));
   }
   std::error_code ec;
   CheckpointerOptions o = options;
+  if (o.keep_last == -1) o.keep_last = EnvInt("KEEL_CKPT_KEEP_LAST", 3);  // keel run --keep-last
   o.dir = std::filesystem::absolute(options.dir, ec).lexically_normal().string();
   if (ec) return InvalidArgumentError("bad checkpoint dir '" + options.dir + "': " + ec.message());
   if (!o.dir.empty() && o.dir.size() > 1 && o.dir.back() == '/') o.dir.pop_back();

@@ -31,7 +31,7 @@ namespace keel::ckpt {
 
 struct CheckpointerOptions {
   std::string dir;      // made absolute
-  int keep_last = 3;    // committed steps kept; 0 keeps all
+  int keep_last = -1;   // committed steps kept, 0 keeps all; -1: $KEEL_CKPT_KEEP_LAST, else 3
   int copy_threads = 0;  // threads copying into memory; 0: one per core, at most 8
 };
 
@@ -76,6 +76,7 @@ class Checkpointer {
   // Started by a keel agent (whether or not its memory tier is usable).
   bool under_agent() const { return under_agent_; }
   const std::string& dir() const { return options_.dir; }
+  int keep_last() const { return options_.keep_last; }
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
 

@@ -58,17 +58,24 @@ Status CommitStep(const std::string& dir, int64_t step, int world_size, int keep
       step_dir + "/COMMITTED", "{\"step\": " + std::to_string(step) +
                                    ", \"world_size\": " + std::to_string(world_size) + "}\n"));
   KEEL_RETURN_IF_ERROR(WriteFileAtomically(dir + "/latest", std::to_string(step) + "\n"));
-  if (keep_last == 0) return OkStatus();
   std::vector<int64_t> steps;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("step-", 0) == 0 && name.size() > 5 &&
-        name.find_first_not_of("0123456789", 5) == std::string::npos &&
-        std::filesystem::exists(e.path() / "COMMITTED", ec)) {
-      steps.push_back(std::stoll(name.substr(5)));
+    if (name.rfind("step-", 0) != 0 || name.size() == 5 ||
+        name.find_first_not_of("0123456789", 5) != std::string::npos) {
+      continue;
+    }
+    const int64_t n = std::stoll(name.substr(5));
+    if (std::filesystem::exists(e.path() / "COMMITTED", ec)) {
+      steps.push_back(n);
+    } else if (n < step) {
+      // Never committed (a rank's save was dropped, or an agent died while persisting) and
+      // older than a committed step: it can never be loaded.
+      std::filesystem::remove_all(e.path(), ec);
     }
   }
+  if (keep_last == 0) return OkStatus();
   std::sort(steps.rbegin(), steps.rend());
   for (size_t i = static_cast<size_t>(keep_last); i < steps.size(); ++i) {
     std::filesystem::remove_all(dir + "/step-" + std::to_string(steps[i]), ec);

@@ -16,7 +16,7 @@ Status WriteFileAtomically(const std::string& path, const std::string& bytes);
 
 // Marks step `step` of `dir` committed (every one of `world_size` rank files is durable):
 // writes DIR/step-<step>/COMMITTED, then DIR/latest, each atomically; then deletes committed
-// steps beyond the newest `keep_last` (0 keeps all).
+// steps beyond the newest `keep_last` (0 keeps all) and uncommitted steps older than `step`.
 Status CommitStep(const std::string& dir, int64_t step, int world_size, int keep_last);
 
 }  // namespace keel::ckpt

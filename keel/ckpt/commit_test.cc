@@ -32,8 +32,11 @@ TEST(CommitTest, WritesCommittedAndLatestAndKeepsTheNewestSteps) {
     fs::create_directories(d / ("step-" + std::to_string(step)));
     ASSERT_TRUE(CommitStep(d.string(), step, 2, 2).ok());
   }
-  fs::create_directories(d / "step-30");  // half-written: never committed, never removed
+  fs::create_directories(d / "step-30");  // half-written, newer: may still be committed
+  fs::create_directories(d / "step-15");  // half-written, older than a committed step
+  ASSERT_TRUE(CommitStep(d.string(), 20, 2, 2).ok());  // committing again is harmless
   EXPECT_EQ(Read(d / "latest"), "20\n");
+  EXPECT_FALSE(fs::exists(d / "step-15"));
   EXPECT_EQ(Read(d / "step-20" / "COMMITTED"), "{\"step\": 20, \"world_size\": 2}\n");
   EXPECT_FALSE(fs::exists(d / "step-1"));
   EXPECT_FALSE(fs::exists(d / "step-5"));
@@ -48,6 +51,10 @@ TEST(CommitTest, KeepLastZeroKeepsEverythingAndBadInputIsRejected) {
     fs::create_directories(d / ("step-" + std::to_string(step)));
     ASSERT_TRUE(CommitStep(d.string(), step, 1, 0).ok());
   }
+  EXPECT_TRUE(fs::exists(d / "step-1" / "COMMITTED"));
+  fs::create_directories(d / "step-0");  // uncommitted and older: removed even with keep 0
+  ASSERT_TRUE(CommitStep(d.string(), 3, 1, 0).ok());
+  EXPECT_FALSE(fs::exists(d / "step-0"));
   EXPECT_TRUE(fs::exists(d / "step-1" / "COMMITTED"));
   EXPECT_EQ(CommitStep(d.string(), -1, 1, 0).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(CommitStep(d.string(), 1, 0, 0).code(), StatusCode::kInvalidArgument);

@@ -36,6 +36,7 @@ SlotWriter::SlotWriter(std::string shm_dir, int local_rank, int threads)
     : shm_dir_(std::move(shm_dir)), local_rank_(local_rank), threads_(threads < 1 ? 1 : threads) {}
 
 SlotWriter::~SlotWriter() {
+  if (warmer_.joinable()) warmer_.join();
   Unmap(0);
   Unmap(1);
 }
@@ -50,6 +51,7 @@ void SlotWriter::Unmap(int slot) {
 }
 
 void SlotWriter::PinForCuda() {
+  if (warmer_.joinable()) warmer_.join();
   pin_ = true;
   for (Mapped& m : mapped_) Pin(&m);
 }
@@ -72,6 +74,7 @@ void SlotWriter::Pin(Mapped* m) {
 
 void SlotWriter::Detach(int slot) {
   if (slot != 0 && slot != 1) return;
+  if (warmer_.joinable()) warmer_.join();
   Unmap(slot);
   detached_[slot] = true;
 }
@@ -87,10 +90,14 @@ StatusOr<std::vector<TensorView>> SlotWriter::Prepare(
     int slot, const std::vector<NamedTensor>& layout,
     const std::map<std::string, std::string>& metadata) {
   if (slot != 0 && slot != 1) return InvalidArgumentError("slot must be 0 or 1");
+  if (warmer_.joinable()) warmer_.join();
   KEEL_ASSIGN_OR_RETURN(std::string prefix, SafetensorsPrefix(layout, metadata));
   uint64_t total = prefix.size();
   for (const NamedTensor& t : layout) total += t.view.nbytes();
+  const bool cold = mapped_[slot].addr == nullptr || mapped_[slot].size != total;
   KEEL_RETURN_IF_ERROR(Map(slot, total));
+  Pin(&mapped_[slot]);  // a slot warmed in the background is pinned on first use
+  if (cold) WarmOther(slot, total);
   char* base = static_cast<char*>(mapped_[slot].addr);
   std::memcpy(base, prefix.data(), prefix.size());
   std::vector<TensorView> out;
@@ -149,9 +156,23 @@ Status SlotWriter::Map(int slot, uint64_t total) {
     }
     detached_[slot] = false;
     m = Mapped{addr, static_cast<size_t>(total)};
-    Pin(&m);
   }
   return OkStatus();
+}
+
+void SlotWriter::WarmOther(int slot, uint64_t total) {
+  const int other = 1 - slot;
+  if (mapped_[other].addr != nullptr || detached_[other]) return;
+  struct stat st;
+  const std::string path = SlotPath(shm_dir_, local_rank_, other);
+  const bool absent = stat(path.c_str(), &st) != 0 && errno == ENOENT;
+  // Only an absent file is created; an existing one is merely mapped when it has the right
+  // size (it may hold a step the agent persists or restores: never resize or write it).
+  if (!absent && static_cast<uint64_t>(st.st_size) != total) return;
+  warmer_ = std::thread([this, other, total] {
+    Status s = Map(other, total);
+    if (!s.ok()) KEEL_LOG(Debug, "keel.ckpt: warming slot {}: {}", other, s.ToString());
+  });
 }
 
 }  // namespace keel::ckpt

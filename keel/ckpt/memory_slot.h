@@ -9,7 +9,9 @@
 // that slot copies into pages that are already allocated and mapped (a memcpy at memory
 // bandwidth); the first save into a slot allocates its pages with fallocate, which fails
 // cleanly (ENOSPC, with the setting to change) where a too-small /dev/shm would otherwise
-// SIGBUS.
+// SIGBUS. After mapping one slot cold, a background thread maps the other one at the same
+// size (creating it if absent), so the second save is warm too; it never changes a slot file
+// that holds data.
 //
 //   SlotWriter writer(shm_dir, local_rank, /*threads=*/4);
 //   KEEL_RETURN_IF_ERROR(writer.Write(slot, tensors, metadata));
@@ -19,6 +21,7 @@
 
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "keel/ckpt/safetensors.h"
@@ -64,6 +67,8 @@ class SlotWriter {
   // Maps slot `slot` with `total` bytes (reusing the warm mapping when the size matches).
   Status Map(int slot, uint64_t total);
   void Pin(Mapped* m);
+  // Background: maps the other slot at `total` bytes if its file is absent or that size.
+  void WarmOther(int slot, uint64_t total);
 
   const std::string shm_dir_;
   const int local_rank_;
@@ -72,6 +77,7 @@ class SlotWriter {
   bool detached_[2] = {false, false};
   bool pin_ = false;
   bool pin_failed_ = false;
+  std::thread warmer_;  // joined before any other use of mapped_
 };
 
 }  // namespace keel::ckpt

@@ -102,6 +102,31 @@ TEST_F(SlotWriterTest, DetachedSlotsAreReplacedNotChangedUnderTheReader) {
   EXPECT_FALSE(std::filesystem::exists(path + ".new"));
 }
 
+TEST_F(SlotWriterTest, WarmsTheOtherSlotWithoutTouchingOneThatHoldsData) {
+  std::vector<float> v(100000, 1.f);
+  {
+    SlotWriter w(dir_, 0, 1);
+    ASSERT_TRUE(w.Write(0, {{"v", View(&v)}}, {}).ok());
+  }  // joins the warmer: slot 1 now exists at the same size, unwritten
+  EXPECT_EQ(std::filesystem::file_size(SlotPath(dir_, 0, 1)),
+            std::filesystem::file_size(SlotPath(dir_, 0, 0)));
+  // A slot file of another size holds data (say, a step being persisted): left alone.
+  std::vector<float> small(10, 7.f);
+  {
+    SlotWriter w(dir_, 1, 1);
+    ASSERT_TRUE(w.Write(1, {{"s", View(&small)}}, {{"keel.step", "3"}}).ok());
+  }
+  const auto before = std::filesystem::file_size(SlotPath(dir_, 1, 1));
+  {
+    SlotWriter w(dir_, 1, 1);
+    ASSERT_TRUE(w.Write(0, {{"v", View(&v)}}, {}).ok());
+  }
+  EXPECT_EQ(std::filesystem::file_size(SlotPath(dir_, 1, 1)), before);
+  auto f = SafetensorsFile::Open(SlotPath(dir_, 1, 1));
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->metadata().at("keel.step"), "3");
+}
+
 TEST_F(SlotWriterTest, RejectsBadSlotsAndTensors) {
   std::vector<float> v(4);
   SlotWriter w(dir_, 0, 1);

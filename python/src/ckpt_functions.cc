@@ -101,7 +101,7 @@ static void BindCheckpointer(py::module_& m) {
              return ValueOrThrow(ckpt::Checkpointer::Create(
                  {.dir = dir, .keep_last = keep_last, .copy_threads = copy_threads}));
            }),
-           py::arg("dir"), py::arg("keep_last") = 3, py::arg("copy_threads") = 0)
+           py::arg("dir"), py::arg("keep_last") = -1, py::arg("copy_threads") = 0)
       .def(
           "save",
           [](ckpt::Checkpointer& c, int64_t step, const py::list& entries,
@@ -189,6 +189,7 @@ static void BindCheckpointer(py::module_& m) {
       .def("committed_steps", &ckpt::Checkpointer::CommittedSteps)
       .def_property_readonly("in_agent_memory", &ckpt::Checkpointer::in_agent_memory)
       .def_property_readonly("under_agent", &ckpt::Checkpointer::under_agent)
+      .def_property_readonly("keep_last", &ckpt::Checkpointer::keep_last)
       .def_property_readonly("rank", &ckpt::Checkpointer::rank)
       .def_property_readonly("world_size", &ckpt::Checkpointer::world_size)
       .def_property_readonly("dir", &ckpt::Checkpointer::dir);

@@ -97,6 +97,9 @@ void AgentFlags::Add(CLI::App* app) {
   app->add_option("--python", python,
                   std::string("Interpreter for the script (default ") + build_info::kPython + ")");
   app->add_flag("--no-python", no_python, "Run the command as a program, not a Python script");
+  app->add_option("--keep-last", keep_last,
+                  "keel.ckpt: committed checkpoint steps to keep, 0 keeps all (default: the "
+                  "script's Checkpointer setting, 3)");
 }
 
 StatusOr<agent::AgentOptions> AgentFlags::ToAgentOptions(std::vector<std::string> rest,
@@ -116,12 +119,14 @@ StatusOr<agent::AgentOptions> AgentFlags::ToAgentOptions(std::vector<std::string
   o.heartbeat_interval = Secs(heartbeat_interval);
   o.master_timeout = Secs(master_timeout);
   o.stop_grace = Secs(stop_grace);
+  o.keep_last = keep_last;
   if (!no_python) o.command.push_back(python.empty() ? build_info::kPython : python);
   o.command.insert(o.command.end(), rest.begin(), rest.end());
   if (nproc_per_node < 1) return InvalidArgumentError("--nproc-per-node must be >= 1");
   if (heartbeat_interval <= 0) return InvalidArgumentError("--heartbeat-interval must be > 0");
   if (master_timeout <= 0) return InvalidArgumentError("--master-timeout must be > 0");
   if (stop_grace < 0) return InvalidArgumentError("--stop-grace must be >= 0");
+  if (keep_last < -1) return InvalidArgumentError("--keep-last must be >= 0");
   return o;
 }
 

@@ -38,6 +38,7 @@ struct AgentFlags {
   double heartbeat_interval = 2;
   double master_timeout = 60;
   double stop_grace = 5;
+  int keep_last = -1;
   std::string python;
   bool no_python = false;
 

@@ -41,19 +41,22 @@ def _warn(text):
 class Checkpointer:
     """Saves and loads nested state under `directory` (see the module docstring).
 
-    keep_last: committed steps to keep (older ones are deleted); 0 keeps all.
+    keep_last: committed steps to keep (older ones are deleted); 0 keeps all; None: the
+    `keel run --keep-last` setting, else 3.
     copy_threads: threads copying into memory (0: one per core, at most 8).
     After load(), `loaded_from` is "memory", "disk" or None.
     """
 
-    def __init__(self, directory, keep_last=3, copy_threads=0):
-        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
-            raise ValueError(f"keep_last must be an int >= 0, got {keep_last!r}")
+    def __init__(self, directory, keep_last=None, copy_threads=0):
+        if keep_last is not None and (isinstance(keep_last, bool) or
+                                      not isinstance(keep_last, int) or keep_last < 0):
+            raise ValueError(f"keep_last must be an int >= 0 or None, got {keep_last!r}")
         if isinstance(copy_threads, bool) or not isinstance(copy_threads, int) or copy_threads < 0:
             raise ValueError(f"copy_threads must be an int >= 0, got {copy_threads!r}")
-        self._c = _C.Checkpointer(os.fspath(directory), keep_last, copy_threads)
+        self._c = _C.Checkpointer(os.fspath(directory), -1 if keep_last is None else keep_last,
+                                  copy_threads)
         self.directory = self._c.dir
-        self.keep_last = keep_last
+        self.keep_last = self._c.keep_last
         self.loaded_from = None
         self._warned_memory_only = False
 
