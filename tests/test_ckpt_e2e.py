@@ -4,6 +4,8 @@ restore from memory across nodes, the agent killed while persisting, a too-small
 
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -131,3 +133,20 @@ def test_keep_last_flag_sets_the_retention_of_every_worker(keel_bin, tag, tmp_pa
     rc, _, err = finish(keel(keel_bin, "run", "--keep-last", "-2", RESUME, "--ckpt", str(ckpt),
                              "--out", str(tmp_path / "f.pt")))
     assert rc == 2 and "--keep-last must be >= 0" in err
+
+
+def test_a_cpp_program_checkpoints_and_resumes_from_memory(keel_bin, tag, tmp_path):
+    prog = str(pathlib.Path(keel_bin).parent.parent.parent / "examples" /
+               "keel_example_ckpt_train")
+    runs = {}
+    for name, crash in (("clean", []), ("crashed", ["--crash-at", "12"])):
+        rc, out, err = finish(keel(keel_bin, "run", "--no-python", prog, "--ckpt",
+                                   str(tmp_path / name), *crash))
+        assert rc == 0, err
+        runs[name] = out
+    assert "[rank 0]: crashing at step 12" in runs["crashed"]
+    assert "[rank 0]: resumed from step 10 (memory)" in runs["crashed"]
+    assert "(1 restart(s))" not in runs["clean"]
+    checksum = [re.search(r"done: checksum (\S+)", o).group(1) for o in runs.values()]
+    assert checksum[0] == checksum[1]
+    assert (tmp_path / "crashed" / "latest").read_text() == "30\n"
