@@ -3,10 +3,12 @@ the agent's memory slots). For each state size, in one process:
 
 - save: blocking time of keel.ckpt save (memory only: what save() blocks on; the agent
   persists in the background) vs torch.save of the same state to the same disk. The first
-  save into each of the two slots allocates the slot's pages ("first save"); every later save
-  copies into pages that are already mapped ("save", the median of --repeat).
-- copy bandwidth: keel's save vs a plain memory copy of the same tensors (torch copy_ into a
-  reused buffer, all cores): the physical bound.
+  save allocates the slot's pages ("1st save"); every later save copies into pages that are
+  already mapped ("save").
+- copy bandwidth: keel's save vs a plain memory copy of the same tensors (torch copy_ into
+  warm buffers of the same size, all cores): the physical bound.
+- save, torch.save and the copy run interleaved, --repeat rounds; the table shows each one's
+  median and the median of the per-round ratios (noise on a shared VM hits all three alike).
 - restore: keel load from memory vs torch.load of the file torch.save wrote (page cache warm,
   which favours torch.load); also each followed by reading every byte (a sum), so keel's
   zero-copy restore pays for touching its pages too.
@@ -60,8 +62,6 @@ def main():
 
         t_first = timed(keel_save, 1)
         keel_save()  # the other slot's first save
-        t_keel = timed(keel_save, args.repeat)
-        t_torch = timed(lambda: torch.save(state, torch_path), args.repeat)
         dst = [torch.empty_like(t) for t in state["model"].values()]  # warm, like a slot
 
         def plain_copy():
@@ -69,8 +69,17 @@ def main():
                 d.copy_(t)
 
         plain_copy()
-        t_copy = timed(plain_copy, args.repeat)
+        # Interleaved, so that the machine's noise hits all three alike; ratios are taken per
+        # round, then the median.
+        keel_t, torch_t, copy_t = [], [], []
+        for _ in range(args.repeat):
+            keel_t.append(timed(keel_save, 1))
+            torch_t.append(timed(lambda: torch.save(state, torch_path), 1))
+            copy_t.append(timed(plain_copy, 1))
         del dst
+        t_keel, t_torch, t_copy = (statistics.median(x) for x in (keel_t, torch_t, copy_t))
+        vs_torch = statistics.median(k / t for k, t in zip(keel_t, torch_t))
+        of_bound = statistics.median(c / k for k, c in zip(keel_t, copy_t))
         t_load = timed(ckpt.load, args.repeat)
         got_step, got = ckpt.load()
         assert ckpt.loaded_from == "memory" and got_step == step[0], (ckpt.loaded_from, got_step)
@@ -81,7 +90,7 @@ def main():
         t_tload_read = timed(lambda: touch(torch.load(torch_path)), args.repeat)
         bw, bound = nbytes / t_keel / 1e9, nbytes / t_copy / 1e9
         print(f"{mib:>5} MiB {t_first:>8.3f}s {t_keel:>6.3f}s {t_torch:>10.3f}s "
-              f"{t_keel / t_torch:>5.2f}x {bw:>6.2f} {bound:>7.2f} {bw / bound:>7.0%} "
+              f"{vs_torch:>5.2f}x {bw:>6.2f} {bound:>7.2f} {of_bound:>7.0%} "
               f"{t_load:>6.3f}s {t_tload:>10.3f}s {t_tload / t_load:>7.0f}x "
               f"{t_load_read:>9.3f}s {t_tload_read:>10.3f}s "
               f"{t_tload_read / t_load_read:>7.1f}x", flush=True)
