@@ -62,8 +62,7 @@ int main(int argc, char** argv) {
     }
     std::memcpy(w.data(), saved->data, w.size() * sizeof(float));
     first = static_cast<int>(c.step) + 1;
-    std::printf("resumed from step %lld (%s)\n", static_cast<long long>(c.step),
-                c.source.c_str());
+    std::printf("resumed from step %lld (%s)\n", static_cast<long long>(c.step), c.source.c_str());
   }
   const char* attempt = std::getenv("TORCHELASTIC_RESTART_COUNT");
   for (int step = first; step <= steps; ++step) {

@@ -390,8 +390,8 @@ void AgentRun::SocketLoop(int fd) {
     if (poll(&p, 1, 200) <= 0) continue;
     sockaddr_un from{};
     socklen_t from_len = sizeof(from);
-    ssize_t n = recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from),
-                         &from_len);
+    ssize_t n =
+        recvfrom(fd, buf, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&from), &from_len);
     if (n <= 0) continue;
     buf[n] = 0;
     if (std::strncmp(buf, "ckpt-", 5) == 0) {

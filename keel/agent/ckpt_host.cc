@@ -310,7 +310,7 @@ void CheckpointHost::PersistLoop() {
                      ? ckpt::CommitStep(job.dir, job.step, job.world_size, job.keep_last)
                      : commit.status();
       if (commit.ok() && *commit && c.ok()) {
-        KEEL_LOG(Info, "checkpoint: step {} committed in {}", job.step, job.dir);
+        KEEL_LOG(Debug, "checkpoint: step {} committed in {}", job.step, job.dir);
       }
       if (!c.ok()) KEEL_LOG(Error, "checkpoint: committing step {}: {}", job.step, c.ToString());
       mu_.Lock();

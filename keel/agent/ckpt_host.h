@@ -69,7 +69,7 @@ class CheckpointHost {
     bool writing = false;   // handed to a worker, not yet complete
     bool complete = false;  // holds `step`
     int64_t step = -1;
-    int rank = -1;          // global rank that saved it
+    int rank = -1;  // global rank that saved it
     int world_size = 0;
     bool queued = false;     // waiting for the persister
     bool persisted = false;  // on disk

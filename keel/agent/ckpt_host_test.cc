@@ -124,9 +124,9 @@ TEST_F(CheckpointHostTest, RejectsBadRequestsAndKeepsServing) {
   const std::string dir = root_ + "/ckpt";
   for (const std::string& bad : std::vector<std::string>{
            "ckpt-begin 1", "ckpt-begin -1", "ckpt-begin x", "ckpt-nope 0", "ckpt-saved 0 0 5",
-        "ckpt-saved 0 2 5 0 1 1 3 " + dir, "ckpt-saved 0 0 -5 0 1 1 3 " + dir,
-        "ckpt-saved 0 0 5 1 1 1 3 " + dir, "ckpt-saved 0 0 5 0 1 2 3 " + dir,
-        "ckpt-saved 0 0 5 0 1 1 3 relative/dir", ""}) {
+           "ckpt-saved 0 2 5 0 1 1 3 " + dir, "ckpt-saved 0 0 -5 0 1 1 3 " + dir,
+           "ckpt-saved 0 0 5 1 1 1 3 " + dir, "ckpt-saved 0 0 5 0 1 2 3 " + dir,
+           "ckpt-saved 0 0 5 0 1 1 3 relative/dir", ""}) {
     EXPECT_EQ(h.HandleRequest(bad).rfind("error ", 0), 0u) << bad;
   }
   // "saved" for a slot that was never handed out.
@@ -230,8 +230,7 @@ TEST_F(CheckpointHostTest, WithoutAnAgentSavesAreSynchronousAndCorruptionFallsBa
   EXPECT_EQ((*got)->step, 1);
   EXPECT_EQ((*got)->source, "disk");
   EXPECT_EQ((*c)->Save(-1, {}, {}).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(ckpt::Checkpointer::Create({.dir = ""}).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ckpt::Checkpointer::Create({.dir = ""}).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ckpt::Checkpointer::Create({.dir = root_, .keep_last = -2}).status().code(),
             StatusCode::kInvalidArgument);
 }

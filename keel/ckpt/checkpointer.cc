@@ -83,8 +83,8 @@ StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Create(const CheckpointerO
     StatusOr<int> fd = OpenClientSocket();
     if (fd.ok()) {
       c->agent_fd_ = *fd;
-      c->writer_ = std::make_unique<SlotWriter>(c->shm_dir_, c->local_rank_,
-                                                c->options_.copy_threads);
+      c->writer_ =
+          std::make_unique<SlotWriter>(c->shm_dir_, c->local_rank_, c->options_.copy_threads);
     }
   }
   return c;
@@ -102,8 +102,8 @@ StatusOr<std::string> Checkpointer::AskAgent(const std::string& request, int tim
   char drain[512];
   while (recv(agent_fd_, drain, sizeof(drain), MSG_DONTWAIT) > 0) {
   }  // a late reply to an earlier request that timed out
-  if (sendto(agent_fd_, request.data(), request.size(), 0, reinterpret_cast<sockaddr*>(&to),
-             len) < 0) {
+  if (sendto(agent_fd_, request.data(), request.size(), 0, reinterpret_cast<sockaddr*>(&to), len) <
+      0) {
     return ErrnoError(errno, "sending to the keel agent");
   }
   pollfd p{agent_fd_, POLLIN, 0};
@@ -169,8 +169,8 @@ Status Checkpointer::FinishSave(bool persist) {
   }
   std::ostringstream msg;
   msg << "ckpt-saved " << local_rank_ << ' ' << pending_slot_ << ' ' << pending_step_ << ' '
-      << rank_ << ' ' << world_size_ << ' ' << (persist ? 1 : 0) << ' ' << options_.keep_last
-      << ' ' << options_.dir;
+      << rank_ << ' ' << world_size_ << ' ' << (persist ? 1 : 0) << ' ' << options_.keep_last << ' '
+      << options_.dir;
   pending_slot_ = -1;
   return AskAgent(msg.str(), 10000).status();
 }
@@ -194,9 +194,9 @@ StatusOr<std::string> Checkpointer::Save(int64_t step, const std::vector<NamedTe
   std::error_code ec;
   std::filesystem::create_directories(step_dir, ec);
   if (ec) return InternalError("creating '" + step_dir + "': " + ec.message());
-  KEEL_RETURN_IF_ERROR(WriteSafetensors(
-      step_dir + "/rank-" + std::to_string(rank_) + ".safetensors", tensors, metadata,
-      {.checksum = true, .durable = true, .threads = 1}));
+  KEEL_RETURN_IF_ERROR(
+      WriteSafetensors(step_dir + "/rank-" + std::to_string(rank_) + ".safetensors", tensors,
+                       metadata, {.checksum = true, .durable = true, .threads = 1}));
   if (world_size_ == 1) KEEL_RETURN_IF_ERROR(CommitStep(options_.dir, step, 1, options_.keep_last));
   return std::string("disk");
 }

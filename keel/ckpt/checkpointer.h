@@ -30,14 +30,14 @@
 namespace keel::ckpt {
 
 struct CheckpointerOptions {
-  std::string dir;      // made absolute
-  int keep_last = -1;   // committed steps kept, 0 keeps all; -1: $KEEL_CKPT_KEEP_LAST, else 3
+  std::string dir;       // made absolute
+  int keep_last = -1;    // committed steps kept, 0 keeps all; -1: $KEEL_CKPT_KEEP_LAST, else 3
   int copy_threads = 0;  // threads copying into memory; 0: one per core, at most 8
 };
 
 struct Checkpoint {
   int64_t step = -1;
-  std::string source;  // "memory" or "disk"
+  std::string source;                           // "memory" or "disk"
   std::shared_ptr<const SafetensorsFile> file;  // tensors and metadata (keel.* keys included)
 };
 
@@ -54,7 +54,7 @@ class Checkpointer {
   // or "skipped". If the agent stopped answering, the file is written to disk (uncommitted
   // unless the job has one process).
   StatusOr<std::string> Save(int64_t step, const std::vector<NamedTensor>& tensors,
-                      std::map<std::string, std::string> metadata, bool persist = true);
+                             std::map<std::string, std::string> metadata, bool persist = true);
   // Save in two halves, for tensors the caller copies itself (CUDA tensors: one device->host
   // copy straight into the memory slot, which is page-locked for it). BeginSave returns one
   // destination view per entry of `layout` (only names, dtypes and shapes are read); fill

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -63,8 +64,10 @@ void SlotWriter::Pin(Mapped* m) {
   m->pinned = s.ok();
   if (!s.ok()) {
     pin_failed_ = true;
-    KEEL_LOG(Warn, "keel.ckpt: cannot page-lock the checkpoint slots ({}); CUDA copies into "
-             "them will be slower", s.ToString());
+    KEEL_LOG(Warn,
+             "keel.ckpt: cannot page-lock the checkpoint slots ({}); CUDA copies into "
+             "them will be slower",
+             s.ToString());
   }
 #else
   pin_failed_ = true;
@@ -99,7 +102,7 @@ StatusOr<std::vector<TensorView>> SlotWriter::Prepare(
   Pin(&mapped_[slot]);  // a slot warmed in the background is pinned on first use
   if (cold) WarmOther(slot, total);
   char* base = static_cast<char*>(mapped_[slot].addr);
-  std::memcpy(base, prefix.data(), prefix.size());
+  std::copy(prefix.begin(), prefix.end(), base);  // the header: bytes, not a C string
   std::vector<TensorView> out;
   out.reserve(layout.size());
   char* at = base + prefix.size();

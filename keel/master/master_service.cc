@@ -231,9 +231,9 @@ grpc::Status MasterService::ReportCheckpoint(grpc::ServerContext* context,
   ckpt_.Retain(nodes);
   if (request->has_persisted()) {
     if (request->dir().empty() || request->dir().front() != '/') {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "a persisted checkpoint file needs an absolute dir, got '" +
-                              request->dir() + "'");
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          "a persisted checkpoint file needs an absolute dir, got '" + request->dir() + "'");
     }
     const rpc::MemoryCopy& p = request->persisted();
     const bool commit = ckpt_.Persisted(request->dir(), {p.rank(), p.world_size(), p.step()});

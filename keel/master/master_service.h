@@ -40,8 +40,7 @@ class MasterService final : public rpc::Master::Service {
                           rpc::Ack* response) override;
   grpc::Status GetJob(grpc::ServerContext* context, const rpc::GetJobRequest* request,
                       rpc::JobStatus* response) override;
-  grpc::Status ReportCheckpoint(grpc::ServerContext* context,
-                                const rpc::CheckpointReport* request,
+  grpc::Status ReportCheckpoint(grpc::ServerContext* context, const rpc::CheckpointReport* request,
                                 rpc::CheckpointReply* response) override;
   grpc::Status GetRestoreStep(grpc::ServerContext* context, const rpc::RestoreRequest* request,
                               rpc::RestoreReply* response) override;

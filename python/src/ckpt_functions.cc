@@ -145,7 +145,8 @@ static void BindCheckpointer(py::module_& m) {
             for (TensorView& v : dst) {
               if (v.dtype == DType::kBool) v.dtype = DType::kUInt8;
               // Borrowed: valid until finish_save (the slot stays mapped by the writer).
-              out.append(SharedTensorCapsule(v, std::shared_ptr<const void>(v.data, [](const void*) {})));
+              out.append(
+                  SharedTensorCapsule(v, std::shared_ptr<const void>(v.data, [](const void*) {})));
             }
             return out;
           },

@@ -76,7 +76,7 @@ struct ExportedTensor {
   DLManagedTensor managed{};
   std::vector<int64_t> shape;
   std::vector<int64_t> strides;
-  void* data = nullptr;             // freed with the tensor, unless `owner` is set
+  void* data = nullptr;               // freed with the tensor, unless `owner` is set
   std::shared_ptr<const void> owner;  // keeps borrowed memory alive instead
   ~ExportedTensor() {
     if (!owner) std::free(data);
