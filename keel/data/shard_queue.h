@@ -1,0 +1,119 @@
+// ShardQueue: one dataset's shards for the master to hand out — lazily generated, leased to
+// workers, taken back from failed or slow ones, and checkpointable as a compact position.
+//
+// A dataset of `size` records is cut into shards of `shard_size` consecutive record indices
+// (the last may be shorter); shard s holds records [s*shard_size, min((s+1)*shard_size,
+// size)). Epoch e hands shards out in the order IndexPermutation(num_shards, seed + e):
+// deterministic for a seed whatever worker asks. Nothing is stored per shard until it is
+// granted, so memory grows with the shards in flight, not with the dataset (10^10 records
+// cost the same as 10).
+//
+// A grant is (epoch, shard index, [begin, end) within the shard's records, in the shard's
+// own order). Shards taken back (worker failed, left, lease expired) go to the front of the
+// queue, starting where the holder was known to be. Position() is the exact job-wide data
+// position given how far each in-flight shard was consumed (docs/formats/data-position.md);
+// Restore(position) continues from it: every record of every epoch is handed out exactly
+// once relative to that position.
+// Thread-safety: not thread-safe (the master calls it under its mutex).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keel/common/clock.h"
+#include "keel/common/status.h"
+#include "keel/data/permutation.h"
+
+namespace keel::data {
+
+struct DatasetSpec {
+  std::string name;
+  uint64_t size = 0;        // records
+  uint64_t shard_size = 0;  // records per shard
+  int64_t epochs = 1;       // >= 1
+  bool shuffle = false;     // shard order per epoch (records within a shard: the client's job)
+  uint64_t seed = 0;
+
+  Status Validate() const;
+  bool operator==(const DatasetSpec&) const = default;
+};
+
+// A shard within a dataset: (epoch, index) names it; `offset` records of it are consumed.
+struct ShardRef {
+  int64_t epoch = 0;
+  uint64_t index = 0;
+  uint64_t offset = 0;
+  bool operator==(const ShardRef&) const = default;
+};
+
+struct Grant {
+  uint64_t id = 0;              // unique per grant (a shard granted again gets a new id)
+  ShardRef shard;               // offset: where this grant starts
+  uint64_t begin = 0, end = 0;  // the shard's record range [begin, end); this grant covers
+                                // positions [shard.offset, end - begin) of the shard's order
+  std::string worker;
+};
+
+// The job-wide data position: every shard before `cursor` of `epoch` (and every shard of
+// earlier epochs) is consumed, except those in `pending`, each consumed up to its offset.
+struct Position {
+  int64_t epoch = 0;
+  uint64_t cursor = 0;
+  std::vector<ShardRef> pending;  // in the order they are handed out again
+  bool operator==(const Position&) const = default;
+};
+
+class ShardQueue {
+ public:
+  explicit ShardQueue(DatasetSpec spec);
+
+  const DatasetSpec& spec() const { return spec_; }
+  uint64_t num_shards() const { return num_shards_; }
+
+  // The next shard for `worker`, or nullopt when every epoch is handed out.
+  std::optional<Grant> Next(const std::string& worker, TimePoint now);
+  // How far grant `id` was consumed (records of its shard, from the shard's start); a
+  // consumed-to-the-end grant is done. NOT_FOUND for an unknown (e.g. expired) grant.
+  Status Report(uint64_t id, uint64_t consumed);
+  // Takes back every shard `worker` holds (it failed or left): they go to the front of the
+  // queue from their reported offset. Returns how many.
+  int TakeBack(const std::string& worker);
+  // Takes back grants leased longer than `timeout` (a hung worker). Returns how many.
+  int Expire(TimePoint now, Duration timeout);
+
+  // The position if the model has consumed exactly `consumed` records of each in-flight
+  // shard (by grant id; grants not listed: their reported offset).
+  Position PositionWith(const std::map<uint64_t, uint64_t>& consumed) const;
+  Position CurrentPosition() const { return PositionWith({}); }
+  // Continues from `position` (INVALID_ARGUMENT if it does not fit this dataset); in-flight
+  // grants are forgotten.
+  Status Restore(const Position& position);
+
+  bool finished() const;
+  size_t in_flight() const { return in_flight_.size(); }
+  uint64_t granted_records() const { return granted_records_; }
+
+ private:
+  struct Lease {
+    Grant grant;
+    uint64_t reported = 0;  // consumed records of the shard (>= grant.shard.offset)
+    TimePoint start;
+  };
+  uint64_t ShardLength(uint64_t index) const;
+  std::optional<ShardRef> TakeNextRef();
+
+  DatasetSpec spec_;
+  uint64_t num_shards_ = 0;
+  int64_t epoch_ = 0;
+  uint64_t cursor_ = 0;
+  std::deque<ShardRef> todo_;            // taken back / restored, handed out first
+  std::map<uint64_t, Lease> in_flight_;  // by grant id
+  uint64_t next_id_ = 1;
+  uint64_t granted_records_ = 0;
+};
+
+}  // namespace keel::data
