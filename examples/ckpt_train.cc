@@ -17,19 +17,6 @@
 
 #include "keel/ckpt/checkpointer.h"
 
-namespace {
-
-keel::TensorView View(std::vector<float>* v) {
-  keel::TensorView t;
-  t.data = v->data();
-  t.dtype = keel::DType::kFloat32;
-  t.shape = {static_cast<int64_t>(v->size())};
-  t.strides = {1};
-  return t;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app("keel::ckpt example: a C++ training loop that checkpoints and resumes");
   std::string dir;
@@ -73,7 +60,9 @@ int main(int argc, char** argv) {
     }
     for (size_t i = 0; i < w.size(); ++i) w[i] = w[i] * 0.99f + std::sin(float(step + i % 97));
     if (step % save_every == 0) {
-      auto where = (*ckpt)->Save(step, {{"model/w", View(&w)}}, {{"step", std::to_string(step)}});
+      const keel::TensorView view = keel::TensorView::Contiguous(w.data(), keel::DType::kFloat32,
+                                                                 {static_cast<int64_t>(w.size())});
+      auto where = (*ckpt)->Save(step, {{"model/w", view}}, {{"step", std::to_string(step)}});
       if (!where.ok()) {
         std::fprintf(stderr, "keel_example_ckpt_train: %s\n", where.status().ToString().c_str());
         return 1;

@@ -90,12 +90,7 @@ class CheckpointHostTest : public ::testing::Test {
     return std::move(c).value();
   }
   static TensorView View(std::vector<float>* v) {
-    TensorView t;
-    t.data = v->data();
-    t.dtype = DType::kFloat32;
-    t.shape = {static_cast<int64_t>(v->size())};
-    t.strides = {1};
-    return t;
+    return TensorView::Contiguous(v->data(), DType::kFloat32, {static_cast<int64_t>(v->size())});
   }
 
   std::string root_, id_;

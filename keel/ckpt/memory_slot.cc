@@ -107,13 +107,8 @@ StatusOr<std::vector<TensorView>> SlotWriter::Prepare(
   out.reserve(layout.size());
   char* at = base + prefix.size();
   for (const NamedTensor& t : layout) {
-    TensorView v;
-    v.data = at;
-    v.dtype = t.view.dtype;
-    v.shape = t.view.shape;
-    v.strides = TensorView::ContiguousStrides(v.shape);
+    out.push_back(TensorView::Contiguous(at, t.view.dtype, t.view.shape));
     at += t.view.nbytes();
-    out.push_back(std::move(v));
   }
   return out;
 }

@@ -21,13 +21,8 @@ class SlotWriterTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  TensorView View(std::vector<float>* v) {
-    TensorView t;
-    t.data = v->data();
-    t.dtype = DType::kFloat32;
-    t.shape = {static_cast<int64_t>(v->size())};
-    t.strides = {1};
-    return t;
+  static TensorView View(std::vector<float>* v) {
+    return TensorView::Contiguous(v->data(), DType::kFloat32, {static_cast<int64_t>(v->size())});
   }
   static ino_t Inode(const std::string& path) {
     struct stat st;

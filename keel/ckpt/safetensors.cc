@@ -362,12 +362,9 @@ StatusOr<TensorView> SafetensorsFile::Get(const std::string& name) const {
   if (it == entries_.end()) {
     return NotFoundError("no tensor '" + name + "' in '" + path_ + "'");
   }
-  TensorView v;
-  v.data = const_cast<uint8_t*>(data_ + it->second.begin);  // writable if kCopyOnWrite
-  v.dtype = it->second.dtype;
-  v.shape = it->second.shape;
-  v.strides = TensorView::ContiguousStrides(v.shape);
-  return v;
+  // Writable only if opened kCopyOnWrite.
+  return TensorView::Contiguous(const_cast<uint8_t*>(data_ + it->second.begin), it->second.dtype,
+                                it->second.shape);
 }
 
 Status SafetensorsFile::VerifyChecksum() const {

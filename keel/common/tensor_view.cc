@@ -47,6 +47,15 @@ bool TensorView::is_contiguous() const {
   return true;
 }
 
+TensorView TensorView::Contiguous(void* data, DType dtype, std::vector<int64_t> shape) {
+  TensorView v;
+  v.data = data;
+  v.dtype = dtype;
+  v.strides = ContiguousStrides(shape);
+  v.shape = std::move(shape);
+  return v;
+}
+
 std::vector<int64_t> TensorView::ContiguousStrides(const std::vector<int64_t>& shape) {
   std::vector<int64_t> strides(shape.size());
   int64_t s = 1;

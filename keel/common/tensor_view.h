@@ -51,6 +51,8 @@ struct TensorView {
   bool is_contiguous() const;
   // Contiguous row-major strides for `shape`.
   static std::vector<int64_t> ContiguousStrides(const std::vector<int64_t>& shape);
+  // A contiguous CPU view of `data`.
+  static TensorView Contiguous(void* data, DType dtype, std::vector<int64_t> shape);
   // e.g. "bfloat16[2, 3] cpu"
   std::string DebugString() const;
 };

@@ -127,14 +127,14 @@ static void BindCheckpointer(py::module_& m) {
               if (t.size() != 3) {
                 ThrowIfError(InvalidArgumentError("layout entries are (name, dtype, shape)"));
               }
-              TensorView v;
-              v.dtype = ValueOrThrow(ParseDType(t[1].cast<std::string>()));
-              v.shape = t[2].cast<std::vector<int64_t>>();
-              for (int64_t d : v.shape) {
+              auto shape = t[2].cast<std::vector<int64_t>>();
+              for (int64_t d : shape) {
                 if (d < 0) ThrowIfError(InvalidArgumentError("negative dimension in the layout"));
               }
-              v.strides = TensorView::ContiguousStrides(v.shape);
-              entries.push_back({t[0].cast<std::string>(), std::move(v)});
+              entries.push_back({t[0].cast<std::string>(),
+                                 TensorView::Contiguous(
+                                     nullptr, ValueOrThrow(ParseDType(t[1].cast<std::string>())),
+                                     std::move(shape))});
             }
             StatusOr<std::vector<TensorView>> begun = [&] {
               py::gil_scoped_release release;  // waits for the agent

@@ -10,6 +10,8 @@ import tempfile
 import threading
 import uuid
 
+import pytest
+
 
 class StandInAgent:
     def __init__(self):
@@ -62,3 +64,13 @@ class StandInAgent:
         for f in os.listdir(self.shm_dir):
             os.remove(os.path.join(self.shm_dir, f))
         os.rmdir(self.shm_dir)
+
+
+@pytest.fixture
+def standin_agent(monkeypatch):
+    """A StandInAgent whose environment the process's keel.ckpt Checkpointers will use."""
+    a = StandInAgent()
+    for k, v in a.env().items():
+        monkeypatch.setenv(k, v)
+    yield a
+    a.close()

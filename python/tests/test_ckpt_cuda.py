@@ -5,19 +5,10 @@ reader loads. Runs against the agent stand-in (python/tests/agent_standin.py).""
 import pytest
 import torch
 
-from agent_standin import StandInAgent
+from agent_standin import standin_agent as agent  # noqa: F401 (a fixture)
 from keel.ckpt import Checkpointer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@pytest.fixture
-def agent(monkeypatch):
-    a = StandInAgent()
-    for k, v in a.env().items():
-        monkeypatch.setenv(k, v)
-    yield a
-    a.close()
 
 
 def cuda_state(seed):

@@ -8,18 +8,9 @@ import os
 import pytest
 import torch
 
-from agent_standin import StandInAgent
+from agent_standin import standin_agent as agent  # noqa: F401 (a fixture)
 from keel.ckpt import Checkpointer
 from test_ckpt import same, state_with_everything
-
-
-@pytest.fixture
-def agent(monkeypatch):
-    a = StandInAgent()
-    for k, v in a.env().items():
-        monkeypatch.setenv(k, v)
-    yield a
-    a.close()
 
 
 def test_saves_go_to_alternating_slots_and_restore_from_memory(agent, tmp_path):
