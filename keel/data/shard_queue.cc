@@ -76,10 +76,10 @@ Status ShardQueue::Report(uint64_t id, uint64_t consumed) {
   return OkStatus();
 }
 
-int ShardQueue::TakeBack(const std::string& worker) {
+int ShardQueue::TakeBackIf(const std::function<bool(const Lease&)>& pred) {
   std::vector<ShardRef> back;
   for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-    if (it->second.grant.worker != worker) {
+    if (!pred(it->second)) {
       ++it;
       continue;
     }
@@ -91,19 +91,16 @@ int ShardQueue::TakeBack(const std::string& worker) {
   return static_cast<int>(back.size());
 }
 
+int ShardQueue::TakeBack(const std::string& worker) {
+  return TakeBackIf([&worker](const Lease& l) { return l.grant.worker == worker; });
+}
+
+int ShardQueue::TakeBackAll() {
+  return TakeBackIf([](const Lease&) { return true; });
+}
+
 int ShardQueue::Expire(TimePoint now, Duration timeout) {
-  std::vector<ShardRef> back;
-  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-    if (now - it->second.start <= timeout) {
-      ++it;
-      continue;
-    }
-    back.push_back(
-        {it->second.grant.shard.epoch, it->second.grant.shard.index, it->second.reported});
-    it = in_flight_.erase(it);
-  }
-  todo_.insert(todo_.begin(), back.begin(), back.end());
-  return static_cast<int>(back.size());
+  return TakeBackIf([&](const Lease& l) { return now - l.start > timeout; });
 }
 
 Position ShardQueue::PositionWith(const std::map<uint64_t, uint64_t>& consumed) const {

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -84,6 +85,8 @@ class ShardQueue {
   int TakeBack(const std::string& worker);
   // Takes back grants leased longer than `timeout` (a hung worker). Returns how many.
   int Expire(TimePoint now, Duration timeout);
+  // Takes back every grant (the round that held them ended). Returns how many.
+  int TakeBackAll();
 
   // The position if the model has consumed exactly `consumed` records of each in-flight
   // shard (by grant id; grants not listed: their reported offset).
@@ -104,6 +107,7 @@ class ShardQueue {
     TimePoint start;
   };
   uint64_t ShardLength(uint64_t index) const;
+  int TakeBackIf(const std::function<bool(const Lease&)>& pred);
   std::optional<ShardRef> TakeNextRef();
 
   DatasetSpec spec_;

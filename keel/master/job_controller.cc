@@ -34,6 +34,9 @@ Status JobOptions::Validate() const {
     return InvalidArgumentError("--heartbeat-timeout must be > 0");
   }
   if (max_restarts < 0) return InvalidArgumentError("--max-restarts must be >= 0");
+  if (shard_timeout <= Duration::zero()) {
+    return InvalidArgumentError("--shard-timeout must be > 0");
+  }
   return OkStatus();
 }
 

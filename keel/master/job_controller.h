@@ -45,6 +45,8 @@ struct JobOptions {
   Duration heartbeat_timeout = std::chrono::seconds(15);
   // Worker failures tolerated; one more fails the job.
   int max_restarts = 3;
+  // A data shard held this long goes back to the queue (a hung worker).
+  Duration shard_timeout = std::chrono::seconds(1800);
 
   Status Validate() const;
 };

@@ -57,7 +57,7 @@ void ToProto(const Snapshot& s, rpc::JobSnapshot* out) {
 }
 
 MasterService::MasterService(JobOptions options, const std::string& token, Clock* clock)
-    : auth_(token), job_(std::move(options), clock) {
+    : auth_(token), clock_(clock), job_(std::move(options), clock) {
   ticker_ = std::thread([this] { TickerLoop(); });
 }
 
@@ -78,6 +78,8 @@ void MasterService::TickerLoop() {
     const int64_t before = job_.snapshot().version;
     job_.Tick();
     NotifyIfChanged(before);
+    SyncDataRound();
+    data_.Expire(clock_->Now(), job_.options().shard_timeout);
   }
 }
 
@@ -256,6 +258,111 @@ grpc::Status MasterService::GetRestoreStep(grpc::ServerContext* context,
   }
   response->set_memory_step(ckpt_.RestoreStep(snap.world, snap.world_size));
   return grpc::Status::OK;
+}
+
+void MasterService::SyncDataRound() {
+  if (job_.snapshot().round != data_round_) {
+    data_.TakeBackAll();
+    data_round_ = job_.snapshot().round;
+  }
+}
+
+namespace {
+
+void ToProto(const data::Position& p, rpc::DataPosition* out) {
+  out->set_epoch(p.epoch);
+  out->set_cursor(p.cursor);
+  for (const data::ShardRef& r : p.pending) {
+    rpc::PendingShard* s = out->add_pending();
+    s->set_epoch(r.epoch);
+    s->set_index(r.index);
+    s->set_offset(r.offset);
+  }
+}
+
+}  // namespace
+
+grpc::Status MasterService::RegisterDataset(grpc::ServerContext* context,
+                                            const rpc::DatasetSpec* request, rpc::Ack*) {
+  KEEL_AUTHORIZE(context);
+  data::DatasetSpec spec{.name = request->name(),
+                         .size = request->size(),
+                         .shard_size = request->shard_size(),
+                         .epochs = request->epochs(),
+                         .shuffle = request->shuffle(),
+                         .seed = request->seed()};
+  MutexLock lock(&mu_);
+  return rpc::ToGrpc(data_.Register(spec));
+}
+
+grpc::Status MasterService::GetShard(grpc::ServerContext* context, const rpc::ShardRequest* request,
+                                     rpc::ShardGrant* response) {
+  KEEL_AUTHORIZE(context);
+  MutexLock lock(&mu_);
+  SyncDataRound();
+  bool finished = false;
+  StatusOr<std::optional<data::Grant>> g =
+      data_.Next(request->dataset(), request->worker(), clock_->Now(), &finished);
+  if (!g.ok()) return rpc::ToGrpc(g.status());
+  response->set_finished(finished);
+  if (!g->has_value()) return grpc::Status::OK;
+  const data::Grant& grant = **g;
+  response->set_granted(true);
+  response->set_id(grant.id);
+  response->set_epoch(grant.shard.epoch);
+  response->set_index(grant.shard.index);
+  response->set_offset(grant.shard.offset);
+  response->set_begin(grant.begin);
+  response->set_end(grant.end);
+  return grpc::Status::OK;
+}
+
+grpc::Status MasterService::ReportShard(grpc::ServerContext* context,
+                                        const rpc::ShardProgress* request, rpc::Ack*) {
+  KEEL_AUTHORIZE(context);
+  MutexLock lock(&mu_);
+  return rpc::ToGrpc(data_.Report(request->dataset(), request->grant_id(), request->consumed()));
+}
+
+grpc::Status MasterService::SaveDataPosition(grpc::ServerContext* context,
+                                             const rpc::DataPositionRequest* request,
+                                             rpc::DataPosition* response) {
+  KEEL_AUTHORIZE(context);
+  std::map<uint64_t, uint64_t> consumed;
+  for (const rpc::GrantConsumed& c : request->consumed()) consumed[c.grant_id()] = c.consumed();
+  MutexLock lock(&mu_);
+  StatusOr<std::optional<data::Position>> p = data_.AddConsumption(
+      request->dataset(), request->checkpoint(), request->rank(), request->world_size(), consumed);
+  if (!p.ok()) return rpc::ToGrpc(p.status());
+  if (p->has_value()) {
+    data_changed_.SignalAll();
+    ToProto(**p, response);
+    return grpc::Status::OK;
+  }
+  // Wait for the other ranks (they save the same step), at most until the call's deadline.
+  while (!stopping_ && !context->IsCancelled()) {
+    std::optional<data::Position> ready =
+        data_.PositionFor(request->dataset(), request->checkpoint());
+    if (ready) {
+      ToProto(*ready, response);
+      return grpc::Status::OK;
+    }
+    data_changed_.WaitFor(&mu_, std::chrono::milliseconds(100));
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED,
+                      "gave up waiting for the other ranks' data positions");
+}
+
+grpc::Status MasterService::RestoreDataPosition(grpc::ServerContext* context,
+                                                const rpc::RestoreDataRequest* request, rpc::Ack*) {
+  KEEL_AUTHORIZE(context);
+  data::Position p{.epoch = request->position().epoch(), .cursor = request->position().cursor()};
+  for (const rpc::PendingShard& s : request->position().pending()) {
+    p.pending.push_back({s.epoch(), s.index(), s.offset()});
+  }
+  MutexLock lock(&mu_);
+  SyncDataRound();
+  return rpc::ToGrpc(data_.Restore(request->dataset(), request->round(), p));
 }
 
 grpc::Status MasterService::GetJob(grpc::ServerContext* context, const rpc::GetJobRequest*,

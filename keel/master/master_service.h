@@ -14,6 +14,7 @@
 #include "keel/common/clock.h"
 #include "keel/common/mutex.h"
 #include "keel/master/ckpt_tracker.h"
+#include "keel/master/data_registry.h"
 #include "keel/master/job_controller.h"
 #include "keel/rpc/auth.h"
 #include "keel/rpc/keel.grpc.pb.h"
@@ -44,6 +45,18 @@ class MasterService final : public rpc::Master::Service {
                                 rpc::CheckpointReply* response) override;
   grpc::Status GetRestoreStep(grpc::ServerContext* context, const rpc::RestoreRequest* request,
                               rpc::RestoreReply* response) override;
+  grpc::Status RegisterDataset(grpc::ServerContext* context, const rpc::DatasetSpec* request,
+                               rpc::Ack* response) override;
+  grpc::Status GetShard(grpc::ServerContext* context, const rpc::ShardRequest* request,
+                        rpc::ShardGrant* response) override;
+  grpc::Status ReportShard(grpc::ServerContext* context, const rpc::ShardProgress* request,
+                           rpc::Ack* response) override;
+  grpc::Status SaveDataPosition(grpc::ServerContext* context,
+                                const rpc::DataPositionRequest* request,
+                                rpc::DataPosition* response) override;
+  grpc::Status RestoreDataPosition(grpc::ServerContext* context,
+                                   const rpc::RestoreDataRequest* request,
+                                   rpc::Ack* response) override;
 
   // Fails the job with `reason` (agents see it and stop); used when the master is told to stop.
   void Abort(const std::string& reason);
@@ -56,11 +69,14 @@ class MasterService final : public rpc::Master::Service {
 
  private:
   void TickerLoop();
+  // When the round changed, the old round's workers are gone: their shards go back.
+  void SyncDataRound() KEEL_REQUIRES(mu_);
   // The current snapshot as a wire message, built once per version and shared by every Watch
   // stream (a 1,000-node world would otherwise be rebuilt 1,000 times under the lock).
   std::shared_ptr<const rpc::JobSnapshot> CurrentSnapshot() KEEL_REQUIRES(mu_);
 
   rpc::TokenAuth auth_;
+  Clock* const clock_;
   // Wakes Watch streams and WaitForEnd when the snapshot version changes (and only then).
   void NotifyIfChanged(int64_t version_before) KEEL_REQUIRES(mu_);
 
@@ -70,6 +86,9 @@ class MasterService final : public rpc::Master::Service {
   CondVar ticker_wake_;    // shutdown
   JobController job_ KEEL_GUARDED_BY(mu_);
   CheckpointTracker ckpt_ KEEL_GUARDED_BY(mu_);
+  DataRegistry data_ KEEL_GUARDED_BY(mu_);
+  int64_t data_round_ KEEL_GUARDED_BY(mu_) = 0;  // round whose workers hold the grants
+  CondVar data_changed_;                         // a data checkpoint barrier completed
   int open_watches_ KEEL_GUARDED_BY(mu_) = 0;
   std::shared_ptr<const rpc::JobSnapshot> snapshot_cache_ KEEL_GUARDED_BY(mu_);
   bool stopping_ KEEL_GUARDED_BY(mu_) = false;

@@ -52,6 +52,9 @@ void JobFlags::Add(CLI::App* app, bool master_port_flag) {
   app->add_option("--heartbeat-timeout", heartbeat_timeout,
                   "Seconds without a heartbeat before a node is dropped")
       ->capture_default_str();
+  app->add_option("--shard-timeout", shard_timeout,
+                  "Seconds a worker may hold a data shard before it goes back to the queue")
+      ->capture_default_str();
   if (master_port_flag) {
     app->add_option("--port", port, "Master port (0: any free port)")
         ->check(CLI::Range(0, 65535))
@@ -75,7 +78,8 @@ StatusOr<master::JobOptions> JobFlags::ToJobOptions() const {
                        .last_call = Secs(rdzv_last_call),
                        .rdzv_timeout = Secs(rdzv_timeout),
                        .heartbeat_timeout = Secs(heartbeat_timeout),
-                       .max_restarts = max_restarts};
+                       .max_restarts = max_restarts,
+                       .shard_timeout = Secs(shard_timeout)};
   KEEL_RETURN_IF_ERROR(o.Validate());
   return o;
 }

@@ -21,6 +21,7 @@ struct JobFlags {
   double rdzv_last_call = 3;
   double rdzv_timeout = 600;
   double heartbeat_timeout = 15;
+  double shard_timeout = 1800;
   int port = 0;
   int http_port = -1;  // -1: no HTTP endpoints
   std::string token;

@@ -1,0 +1,47 @@
+// ShardClient: a worker's side of the master's shard service (keel.proto: RegisterDataset,
+// GetShard, ReportShard, SaveDataPosition, RestoreDataPosition), for C++ training programs
+// and under keel.data's Python sampler.
+//
+//   ShardClient c(channel);                     // rpc::Channel to $KEEL_MASTER_ADDR
+//   KEEL_RETURN_IF_ERROR(c.Register(spec));
+//   bool finished = false;
+//   KEEL_ASSIGN_OR_RETURN(std::optional<Grant> g, c.Next("train", "rank 0", &finished));
+//   ... consume records g->begin + order[pos] for pos in [g->shard.offset, g->end - g->begin)
+//   KEEL_RETURN_IF_ERROR(c.Report("train", g->id, consumed));
+//
+// Thread-safety: thread-safe (one gRPC stub; each call has its own context).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "keel/common/status.h"
+#include "keel/data/shard_queue.h"
+#include "keel/rpc/channel.h"
+#include "keel/rpc/keel.grpc.pb.h"
+
+namespace keel::data {
+
+class ShardClient {
+ public:
+  explicit ShardClient(const rpc::Channel* channel);  // borrowed; must outlive the client
+
+  Status Register(const DatasetSpec& spec);
+  // nullopt: no shard now (*finished false: ask again later; true: every epoch is done).
+  StatusOr<std::optional<Grant>> Next(const std::string& dataset, const std::string& worker,
+                                      bool* finished);
+  Status Report(const std::string& dataset, uint64_t grant_id, uint64_t consumed);
+  // The checkpoint barrier: blocks (up to `timeout`) until every rank reported.
+  StatusOr<Position> SavePosition(const std::string& dataset, int64_t checkpoint, int rank,
+                                  int world_size, const std::map<uint64_t, uint64_t>& consumed,
+                                  Duration timeout);
+  Status RestorePosition(const std::string& dataset, int64_t round, const Position& position);
+
+ private:
+  const rpc::Channel* channel_;
+  std::unique_ptr<rpc::Master::Stub> stub_;
+};
+
+}  // namespace keel::data

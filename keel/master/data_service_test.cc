@@ -1,0 +1,176 @@
+// The shard service over real gRPC: 8 worker threads, each with its own channel to a real
+// MasterService, drain 1,000,000 records over 3 epochs in lockstep steps; every few steps
+// they save the data position through the checkpoint barrier (all must get the same one),
+// and now and then the job "crashes": the model's history goes back to the last checkpoint
+// and every worker restores it. Every record of every epoch must appear exactly once in the
+// surviving history. Also: bad input gets clear errors and the master keeps serving.
+#include <gtest/gtest.h>
+
+#include <barrier>
+#include <random>
+#include <thread>
+
+#include "keel/data/shard_client.h"
+#include "keel/master/master_service.h"
+#include "keel/rpc/server.h"
+
+namespace keel::master {
+namespace {
+
+class DataServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    service_ = std::make_unique<MasterService>(JobOptions{.job_name = "data"}, "tok");
+    auto server = rpc::Server::Start({.listen = "127.0.0.1:0"}, {service_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+  }
+  std::unique_ptr<rpc::Channel> Connect() {
+    auto c = rpc::Channel::Create(
+        {.target = "127.0.0.1:" + std::to_string(server_->port()), .token = "tok"});
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::move(c).value();
+  }
+  std::unique_ptr<MasterService> service_;
+  std::unique_ptr<rpc::Server> server_;
+};
+
+TEST_F(DataServiceTest, BadInputGetsClearErrorsAndTheMasterKeepsServing) {
+  auto channel = Connect();
+  data::ShardClient c(channel.get());
+  const data::DatasetSpec spec{.name = "d", .size = 100, .shard_size = 10, .epochs = 1};
+  ASSERT_TRUE(c.Register(spec).ok());
+  data::DatasetSpec zero = spec;
+  zero.shard_size = 0;
+  Status s = c.Register(zero);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("shard size must be > 0"), std::string::npos) << s;
+  data::DatasetSpec bigger = spec;
+  bigger.size = 200;
+  EXPECT_EQ(c.Register(bigger).code(), StatusCode::kFailedPrecondition);
+  bool finished = false;
+  EXPECT_EQ(c.Next("nope", "w", &finished).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(c.Report("d", 12345, 1).code(), StatusCode::kNotFound);
+  EXPECT_EQ(c.RestorePosition("d", 1, {.epoch = 5}).code(), StatusCode::kInvalidArgument);
+  auto g = c.Next("d", "w", &finished);
+  ASSERT_TRUE(g.ok() && g->has_value()) << g.status();
+  EXPECT_EQ((*g)->end - (*g)->begin, 10u);
+}
+
+TEST_F(DataServiceTest, ExactlyOnceOverGrpcWithCheckpointsAndCrashes) {
+  constexpr int kWorkers = 8;
+  const data::DatasetSpec spec{.name = "train",
+                               .size = 1'000'000,
+                               .shard_size = 1000,
+                               .epochs = 3,
+                               .shuffle = true,
+                               .seed = 9};
+  std::mutex mu;
+  std::vector<std::pair<int64_t, uint64_t>> history;  // what the model consumed
+  struct Saved {
+    data::Position position;
+    size_t history_size = 0;
+  };
+  std::optional<Saved> checkpoint;
+  std::vector<std::optional<data::Position>> got(kWorkers);
+  std::atomic<bool> done{false};
+  std::atomic<int> crashes{0}, saves{0}, finished_workers{0};
+  std::mt19937_64 dice_rng(7);
+  int64_t step = 0, round = 1;
+  enum class Next { kTrain, kSave, kCrash };
+  Next next = Next::kTrain;
+  // After each step, one thread decides what all do next (train, save, crash).
+  std::barrier sync(kWorkers, [&]() noexcept {
+    ++step;
+    if (finished_workers.load() == kWorkers) done = true;
+    const uint64_t d = dice_rng() % 100;
+    next = done ? Next::kTrain : d < 10 ? Next::kSave : d < 14 ? Next::kCrash : Next::kTrain;
+  });
+  std::vector<std::string> errors(kWorkers);
+  auto worker = [&](int rank) {
+    auto channel = Connect();
+    data::ShardClient c(channel.get());
+    if (Status s = c.Register(spec); !s.ok()) errors[rank] = s.ToString();
+    std::mt19937_64 rng(rank);
+    std::optional<data::Grant> grant;
+    uint64_t pos = 0;
+    bool finished = false;
+    while (!done.load()) {
+      if (!finished && !grant) {
+        auto g = c.Next(spec.name, "rank " + std::to_string(rank), &finished);
+        if (!g.ok()) errors[rank] = g.status().ToString();
+        if (g.ok() && g->has_value()) {
+          grant = **g;
+          pos = grant->shard.offset;
+        }
+      }
+      if (grant) {
+        const uint64_t len = grant->end - grant->begin;
+        const uint64_t upto = std::min(len, pos + 1 + rng() % 700);
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          for (uint64_t i = pos; i < upto; ++i) {
+            history.emplace_back(grant->shard.epoch, grant->begin + i);
+          }
+        }
+        pos = upto;
+        if (Status s = c.Report(spec.name, grant->id, pos); !s.ok()) errors[rank] = s.ToString();
+        if (pos == len) grant.reset();
+      }
+      finished_workers += finished && !grant ? 1 : 0;
+      sync.arrive_and_wait();  // the step ends; `next` is decided
+      finished_workers -= finished && !grant ? 1 : 0;
+      if (next == Next::kSave) {
+        std::map<uint64_t, uint64_t> consumed;
+        if (grant) consumed[grant->id] = pos;
+        auto p =
+            c.SavePosition(spec.name, step, rank, kWorkers, consumed, std::chrono::seconds(30));
+        if (!p.ok()) errors[rank] = p.status().ToString();
+        if (p.ok()) got[rank] = *p;
+        sync.arrive_and_wait();
+        if (rank == 0) {
+          for (const auto& g : got) {
+            if (g != got[0]) errors[rank] = "ranks got different positions";
+          }
+          std::lock_guard<std::mutex> lock(mu);
+          checkpoint = Saved{*got[0], history.size()};
+          ++saves;
+        }
+        sync.arrive_and_wait();
+      } else if (next == Next::kCrash) {
+        if (rank == 0) {
+          std::lock_guard<std::mutex> lock(mu);
+          history.resize(checkpoint ? checkpoint->history_size : 0);
+          ++crashes;
+        }
+        sync.arrive_and_wait();
+        const int64_t r = round + 1;
+        Status s =
+            c.RestorePosition(spec.name, r, checkpoint ? checkpoint->position : data::Position{});
+        if (!s.ok()) errors[rank] = s.ToString();
+        grant.reset();
+        finished = false;
+        sync.arrive_and_wait();
+        if (rank == 0) ++round;
+        sync.arrive_and_wait();
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(kWorkers);
+  for (int r = 0; r < kWorkers; ++r) threads.emplace_back(worker, r);
+  for (auto& t : threads) t.join();
+  for (const std::string& e : errors) EXPECT_EQ(e, "");
+  EXPECT_GT(saves.load(), 10);
+  EXPECT_GT(crashes.load(), 5);
+  std::vector<std::vector<uint8_t>> seen(3, std::vector<uint8_t>(spec.size));
+  for (const auto& [epoch, record] : history) {
+    ASSERT_EQ(seen[epoch][record]++, 0) << "record " << record << " twice in epoch " << epoch;
+  }
+  for (int e = 0; e < 3; ++e) {
+    for (uint64_t r = 0; r < spec.size; ++r) ASSERT_EQ(seen[e][r], 1) << e << " " << r;
+  }
+}
+
+}  // namespace
+}  // namespace keel::master
