@@ -51,7 +51,8 @@ Status ShardClient::Report(const std::string& dataset, uint64_t grant_id, uint64
 StatusOr<Position> ShardClient::SavePosition(const std::string& dataset, int64_t checkpoint,
                                              int rank, int world_size,
                                              const std::map<uint64_t, uint64_t>& consumed,
-                                             Duration timeout) {
+                                             Duration timeout,
+                                             const std::vector<ShardRef>& unconsumed) {
   rpc::DataPositionRequest req;
   req.set_dataset(dataset);
   req.set_checkpoint(checkpoint);
@@ -61,6 +62,12 @@ StatusOr<Position> ShardClient::SavePosition(const std::string& dataset, int64_t
     rpc::GrantConsumed* c = req.add_consumed();
     c->set_grant_id(id);
     c->set_consumed(n);
+  }
+  for (const ShardRef& r : unconsumed) {
+    rpc::PendingShard* s = req.add_unconsumed();
+    s->set_epoch(r.epoch);
+    s->set_index(r.index);
+    s->set_offset(r.offset);
   }
   rpc::DataPosition p;
   auto ctx = channel_->NewContext(timeout);

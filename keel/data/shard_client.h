@@ -34,9 +34,10 @@ class ShardClient {
                                       bool* finished);
   Status Report(const std::string& dataset, uint64_t grant_id, uint64_t consumed);
   // The checkpoint barrier: blocks (up to `timeout`) until every rank reported.
+  // `unconsumed`: shards reported finished that the model has not consumed to the end.
   StatusOr<Position> SavePosition(const std::string& dataset, int64_t checkpoint, int rank,
                                   int world_size, const std::map<uint64_t, uint64_t>& consumed,
-                                  Duration timeout);
+                                  Duration timeout, const std::vector<ShardRef>& unconsumed = {});
   Status RestorePosition(const std::string& dataset, int64_t round, const Position& position);
 
  private:

@@ -53,7 +53,10 @@ Status DataRegistry::Report(const std::string& dataset, uint64_t grant_id, uint6
 }
 
 void DataRegistry::TakeBackAll() {
-  for (auto& [name, d] : datasets_) d.queue->TakeBackAll();
+  for (auto& [name, d] : datasets_) {
+    d.queue->TakeBackAll();
+    d.barriers.clear();  // checkpoint ids start again with the new round's workers
+  }
 }
 
 void DataRegistry::Expire(TimePoint now, Duration timeout) {
@@ -62,7 +65,7 @@ void DataRegistry::Expire(TimePoint now, Duration timeout) {
 
 StatusOr<std::optional<data::Position>> DataRegistry::AddConsumption(
     const std::string& dataset, int64_t checkpoint, int rank, int world_size,
-    const std::map<uint64_t, uint64_t>& consumed) {
+    const std::map<uint64_t, uint64_t>& consumed, const std::vector<data::ShardRef>& unconsumed) {
   KEEL_ASSIGN_OR_RETURN(Dataset * d, Find(dataset));
   if (world_size < 1 || rank < 0 || rank >= world_size) {
     return InvalidArgumentError("rank " + std::to_string(rank) + " of a world of " +
@@ -78,8 +81,11 @@ StatusOr<std::optional<data::Position>> DataRegistry::AddConsumption(
   if (!b.position) {
     b.ranks.insert(rank);
     for (const auto& [id, n] : consumed) b.consumed[id] = std::max(b.consumed[id], n);
+    b.unconsumed.insert(b.unconsumed.end(), unconsumed.begin(), unconsumed.end());
     if (static_cast<int>(b.ranks.size()) == b.world_size) {
       b.position = d->queue->PositionWith(b.consumed);
+      b.position->pending.insert(b.position->pending.begin(), b.unconsumed.begin(),
+                                 b.unconsumed.end());
     }
   }
   while (d->barriers.size() > kBarriersKept) d->barriers.erase(d->barriers.begin());

@@ -28,7 +28,8 @@ class DataRegistry {
   StatusOr<std::optional<data::Grant>> Next(const std::string& dataset, const std::string& worker,
                                             TimePoint now, bool* finished);
   Status Report(const std::string& dataset, uint64_t grant_id, uint64_t consumed);
-  // A round ended (workers failed or the world changed): every shard in flight goes back.
+  // A round ended (workers failed or the world changed): every shard in flight goes back, and
+  // the old round's checkpoint barriers are forgotten.
   void TakeBackAll();
   // Takes back grants older than `timeout`.
   void Expire(TimePoint now, Duration timeout);
@@ -36,9 +37,11 @@ class DataRegistry {
   // Checkpoint barrier: rank `rank` of `world_size` reports, for `checkpoint`, how far it
   // consumed its grants. Returns the position once every rank reported (the same one for
   // all), nullopt before.
+  // `unconsumed`: shards the rank reported finished that the model has not consumed to the end.
   StatusOr<std::optional<data::Position>> AddConsumption(
       const std::string& dataset, int64_t checkpoint, int rank, int world_size,
-      const std::map<uint64_t, uint64_t>& consumed);
+      const std::map<uint64_t, uint64_t>& consumed,
+      const std::vector<data::ShardRef>& unconsumed = {});
   std::optional<data::Position> PositionFor(const std::string& dataset, int64_t checkpoint) const;
   // Continues `dataset` from `position`, once per round: later identical requests in the
   // same round do nothing, so every rank may send it.
@@ -51,6 +54,7 @@ class DataRegistry {
     int world_size = 0;
     std::set<int> ranks;
     std::map<uint64_t, uint64_t> consumed;
+    std::vector<data::ShardRef> unconsumed;
     std::optional<data::Position> position;
   };
   struct Dataset {

@@ -330,9 +330,15 @@ grpc::Status MasterService::SaveDataPosition(grpc::ServerContext* context,
   KEEL_AUTHORIZE(context);
   std::map<uint64_t, uint64_t> consumed;
   for (const rpc::GrantConsumed& c : request->consumed()) consumed[c.grant_id()] = c.consumed();
+  std::vector<data::ShardRef> unconsumed;
+  unconsumed.reserve(static_cast<size_t>(request->unconsumed_size()));
+  for (const rpc::PendingShard& s : request->unconsumed()) {
+    unconsumed.push_back({s.epoch(), s.index(), s.offset()});
+  }
   MutexLock lock(&mu_);
-  StatusOr<std::optional<data::Position>> p = data_.AddConsumption(
-      request->dataset(), request->checkpoint(), request->rank(), request->world_size(), consumed);
+  StatusOr<std::optional<data::Position>> p =
+      data_.AddConsumption(request->dataset(), request->checkpoint(), request->rank(),
+                           request->world_size(), consumed, unconsumed);
   if (!p.ok()) return rpc::ToGrpc(p.status());
   if (p->has_value()) {
     data_changed_.SignalAll();

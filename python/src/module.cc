@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "ckpt_functions.h"
+#include "data_functions.h"
 #include "keel/common/build_info.h"
 #include "keel/common/logging.h"
 #include "status_exception.h"
@@ -27,4 +28,5 @@ PYBIND11_MODULE(_C, m) {
       py::arg("level"), "Sets the level of keel's C++ log (trace, debug, info, warn, error, off).");
   keel::python::BindTensorFunctions(m);
   keel::python::BindCkptFunctions(m);
+  keel::python::BindDataFunctions(m);
 }

@@ -1,0 +1,195 @@
+// keel._C bindings for dynamic data sharding: the master's shard service through
+// keel::data::ShardClient, or the same service in-process (keel::master::DataRegistry) when
+// there is no master. Both expose one Python interface (used by keel.data.ElasticSampler):
+//   register(name, size, shard_size, epochs, shuffle, seed)
+//   next(dataset, worker) -> None (ask again) | "finished" | (id, epoch, index, offset, begin, end)
+//   report(dataset, grant_id, consumed)
+//   save_position(dataset, checkpoint, rank, world_size, {grant_id: consumed}, timeout_s)
+//       -> (epoch, cursor, [(epoch, index, offset)])
+//   restore_position(dataset, round, (epoch, cursor, [(epoch, index, offset)]))
+#include "data_functions.h"
+
+#include <pybind11/stl.h>
+
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "keel/data/permutation.h"
+#include "keel/data/shard_client.h"
+#include "keel/master/data_registry.h"
+#include "keel/rpc/channel.h"
+#include "status_exception.h"
+
+namespace keel::python {
+namespace py = pybind11;
+namespace {
+
+using RefList = std::vector<std::tuple<int64_t, uint64_t, uint64_t>>;  // (epoch, index, offset)
+using PositionTuple = std::tuple<int64_t, uint64_t, RefList>;
+
+std::vector<data::ShardRef> Refs(const RefList& list) {
+  std::vector<data::ShardRef> out;
+  out.reserve(list.size());
+  for (const auto& [e, i, o] : list) out.push_back({e, i, o});
+  return out;
+}
+
+data::DatasetSpec Spec(const std::string& name, uint64_t size, uint64_t shard_size, int64_t epochs,
+                       bool shuffle, uint64_t seed) {
+  return {.name = name,
+          .size = size,
+          .shard_size = shard_size,
+          .epochs = epochs,
+          .shuffle = shuffle,
+          .seed = seed};
+}
+
+py::object GrantObject(const std::optional<data::Grant>& g, bool finished) {
+  if (!g) return finished ? py::object(py::str("finished")) : py::object(py::none());
+  return py::make_tuple(g->id, g->shard.epoch, g->shard.index, g->shard.offset, g->begin, g->end);
+}
+
+PositionTuple ToTuple(const data::Position& p) {
+  std::vector<std::tuple<int64_t, uint64_t, uint64_t>> pending;
+  pending.reserve(p.pending.size());
+  for (const data::ShardRef& r : p.pending) pending.emplace_back(r.epoch, r.index, r.offset);
+  return {p.epoch, p.cursor, std::move(pending)};
+}
+
+data::Position FromTuple(const PositionTuple& t) {
+  return {.epoch = std::get<0>(t), .cursor = std::get<1>(t), .pending = Refs(std::get<2>(t))};
+}
+
+// The master's shard service over gRPC.
+class RemoteShards {
+ public:
+  RemoteShards(const std::string& target, const std::string& token) {
+    channel_ = ValueOrThrow(rpc::Channel::Create({.target = target, .token = token}));
+    client_ = std::make_unique<data::ShardClient>(channel_.get());
+  }
+  void Register(const data::DatasetSpec& spec) {
+    py::gil_scoped_release release;
+    Status s = client_->Register(spec);
+    py::gil_scoped_acquire acquire;
+    ThrowIfError(s);
+  }
+  py::object Next(const std::string& dataset, const std::string& worker) {
+    bool finished = false;
+    StatusOr<std::optional<data::Grant>> g = [&] {
+      py::gil_scoped_release release;
+      return client_->Next(dataset, worker, &finished);
+    }();
+    return GrantObject(ValueOrThrow(std::move(g)), finished);
+  }
+  void Report(const std::string& dataset, uint64_t id, uint64_t consumed) {
+    Status s = [&] {
+      py::gil_scoped_release release;
+      return client_->Report(dataset, id, consumed);
+    }();
+    ThrowIfError(s);
+  }
+  PositionTuple Save(const std::string& dataset, int64_t checkpoint, int rank, int world,
+                     const std::map<uint64_t, uint64_t>& consumed, const RefList& unconsumed,
+                     double timeout_s) {
+    StatusOr<data::Position> p = [&] {
+      py::gil_scoped_release release;
+      return client_->SavePosition(
+          dataset, checkpoint, rank, world, consumed,
+          std::chrono::duration_cast<Duration>(std::chrono::duration<double>(timeout_s)),
+          Refs(unconsumed));
+    }();
+    return ToTuple(ValueOrThrow(std::move(p)));
+  }
+  void Restore(const std::string& dataset, int64_t round, const PositionTuple& position) {
+    Status s = [&] {
+      py::gil_scoped_release release;
+      return client_->RestorePosition(dataset, round, FromTuple(position));
+    }();
+    ThrowIfError(s);
+  }
+
+ private:
+  std::unique_ptr<rpc::Channel> channel_;
+  std::unique_ptr<data::ShardClient> client_;
+};
+
+// The same service in this process, for training outside keel run (one process).
+class LocalShards {
+ public:
+  void Register(const data::DatasetSpec& spec) { ThrowIfError(registry_.Register(spec)); }
+  py::object Next(const std::string& dataset, const std::string& worker) {
+    bool finished = false;
+    auto g = ValueOrThrow(registry_.Next(dataset, worker, Clock::Real()->Now(), &finished));
+    return GrantObject(g, finished);
+  }
+  void Report(const std::string& dataset, uint64_t id, uint64_t consumed) {
+    ThrowIfError(registry_.Report(dataset, id, consumed));
+  }
+  PositionTuple Save(const std::string& dataset, int64_t checkpoint, int rank, int world,
+                     const std::map<uint64_t, uint64_t>& consumed, const RefList& unconsumed,
+                     double) {
+    if (world != 1) {
+      ThrowIfError(FailedPreconditionError(
+          "the in-process shard service serves one process; run under `keel run` for more"));
+    }
+    auto p = ValueOrThrow(
+        registry_.AddConsumption(dataset, checkpoint, rank, world, consumed, Refs(unconsumed)));
+    return ToTuple(*p);  // a world of one: complete at once
+  }
+  void Restore(const std::string& dataset, int64_t round, const PositionTuple& position) {
+    ThrowIfError(registry_.Restore(dataset, round, FromTuple(position)));
+  }
+
+ private:
+  master::DataRegistry registry_;
+};
+
+template <typename T>
+py::class_<T> BindService(py::module_& m, const char* name, const char* doc) {
+  py::class_<T> c(m, name, doc);
+  c.def(
+       "register",
+       [](T& s, const std::string& name, uint64_t size, uint64_t shard_size, int64_t epochs,
+          bool shuffle,
+          uint64_t seed) { s.Register(Spec(name, size, shard_size, epochs, shuffle, seed)); },
+       py::arg("name"), py::arg("size"), py::arg("shard_size"), py::arg("epochs"),
+       py::arg("shuffle"), py::arg("seed"))
+      .def("next", &T::Next, py::arg("dataset"), py::arg("worker"))
+      .def("report", &T::Report, py::arg("dataset"), py::arg("grant_id"), py::arg("consumed"))
+      .def("save_position", &T::Save, py::arg("dataset"), py::arg("checkpoint"), py::arg("rank"),
+           py::arg("world_size"), py::arg("consumed"), py::arg("unconsumed") = RefList{},
+           py::arg("timeout_s") = 600.0)
+      .def("restore_position", &T::Restore, py::arg("dataset"), py::arg("round"),
+           py::arg("position"));
+  return c;
+}
+
+}  // namespace
+
+void BindDataFunctions(py::module_& m) {
+  py::class_<data::IndexPermutation>(m, "IndexPermutation",
+                                     "A seeded bijection of [0, n) (keel/data/permutation.h).")
+      .def(py::init<uint64_t, uint64_t, bool>(), py::arg("n"), py::arg("seed"),
+           py::arg("shuffle") = true)
+      .def("at", &data::IndexPermutation::At, py::arg("i"))
+      .def(
+          "range",
+          [](const data::IndexPermutation& p, uint64_t begin, uint64_t end) {
+            if (end > p.size() || begin > end) {
+              ThrowIfError(InvalidArgumentError("range outside the permutation"));
+            }
+            std::vector<uint64_t> out;
+            out.reserve(end - begin);
+            for (uint64_t i = begin; i < end; ++i) out.push_back(p.At(i));
+            return out;
+          },
+          py::arg("begin"), py::arg("end"), "[at(i) for i in range(begin, end)]");
+  BindService<RemoteShards>(m, "RemoteShards", "The master's shard service (gRPC).")
+      .def(py::init<const std::string&, const std::string&>(), py::arg("target"), py::arg("token"));
+  BindService<LocalShards>(m, "LocalShards", "The shard service in this process.")
+      .def(py::init<>());
+}
+
+}  // namespace keel::python
