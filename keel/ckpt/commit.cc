@@ -11,24 +11,26 @@
 
 namespace keel::ckpt {
 
-Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
+Status WriteAll(int fd, const void* data, size_t size, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = write(fd, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "writing '" + path + "'");
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return OkStatus();
+}
+
+Status WriteAtomically(const std::string& path,
+                       const std::function<Status(int fd, const std::string& tmp)>& fill,
+                       bool durable) {
   const std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError(errno, "creating '" + tmp + "'");
-  const char* p = bytes.data();
-  size_t left = bytes.size();
-  Status s;
-  while (s.ok() && left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      s = ErrnoError(errno, "writing '" + tmp + "'");
-      break;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  if (s.ok() && fsync(fd) != 0) s = ErrnoError(errno, "fsync of '" + tmp + "'");
+  Status s = fill(fd, tmp);
+  if (s.ok() && durable && fsync(fd) != 0) s = ErrnoError(errno, "fsync of '" + tmp + "'");
   close(fd);
   if (s.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
     s = ErrnoError(errno, "renaming '" + tmp + "' to '" + path + "'");
@@ -37,6 +39,7 @@ Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
     unlink(tmp.c_str());
     return s;
   }
+  if (!durable) return OkStatus();
   const std::string dir = std::filesystem::path(path).parent_path().string();
   int dfd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return ErrnoError(errno, "opening directory '" + dir + "'");
@@ -45,6 +48,12 @@ Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
   close(dfd);
   if (rc != 0) return ErrnoError(err, "fsync of directory '" + dir + "'");
   return OkStatus();
+}
+
+Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
+  return WriteAtomically(path, [&bytes](int fd, const std::string& tmp) {
+    return WriteAll(fd, bytes.data(), bytes.size(), tmp);
+  });
 }
 
 Status CommitStep(const std::string& dir, int64_t step, int world_size, int keep_last) {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "keel/ckpt/commit.h"
 #include "keel/common/thread_pool.h"
 
 namespace keel::ckpt {
@@ -45,30 +46,6 @@ uint32_t Crc32(const uint8_t* data, uint64_t size) {
     size -= chunk;
   }
   return static_cast<uint32_t>(crc);
-}
-
-Status WriteAll(int fd, const void* data, size_t size, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = write(fd, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError(errno, "writing '" + path + "'");
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-  return OkStatus();
-}
-
-Status FsyncDirectoryOf(const std::string& path) {
-  size_t slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "opening directory '" + dir + "'");
-  int rc = fsync(fd);
-  int err = errno;
-  close(fd);
-  if (rc != 0) return ErrnoError(err, "fsync of directory '" + dir + "'");
-  return OkStatus();
 }
 
 // a * b, or nullopt on overflow (both non-negative).
@@ -188,53 +165,46 @@ Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>&
     return Status(prefix.status().code(), prefix.status().message() + " (writing '" + path + "')");
   }
   const std::string& text = *prefix;
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, "creating '" + tmp + "'");
-  Status s = WriteAll(fd, text.data(), text.size(), tmp);
-  if (s.ok() && options.threads <= 1) {
-    for (size_t i = 0; s.ok() && i < tensors.size(); ++i) {
-      s = WriteAll(fd, tensors[i].view.data, tensors[i].view.nbytes(), tmp);
-    }
-  } else if (s.ok()) {
-    // Cut the data into ~64 MiB pieces and let the threads pwrite them in place.
-    struct Piece {
-      const char* data;
-      size_t size;
-      uint64_t offset;
-    };
-    std::vector<Piece> pieces;
-    uint64_t at = text.size();
-    for (const NamedTensor& t : tensors) {
-      const char* p = static_cast<const char*>(t.view.data);
-      for (size_t done = 0, n = t.view.nbytes(); done < n;) {
-        const size_t chunk = std::min<size_t>(n - done, size_t{64} << 20);
-        pieces.push_back({p + done, chunk, at});
-        done += chunk;
-        at += chunk;
-      }
-    }
-    std::vector<Status> results(pieces.size());
-    ThreadPool pool(options.threads, "ckpt-write");
-    pool.ParallelFor(static_cast<int64_t>(pieces.size()), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        results[i] = PwriteAll(fd, pieces[i].data, pieces[i].size, pieces[i].offset, tmp);
-      }
-    });
-    for (const Status& r : results) {
-      if (!r.ok()) s = r;
-    }
-  }
-  if (s.ok() && options.durable && fsync(fd) != 0) s = ErrnoError(errno, "fsync of '" + tmp + "'");
-  close(fd);
-  if (s.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
-    s = ErrnoError(errno, "renaming '" + tmp + "' to '" + path + "'");
-  }
-  if (!s.ok()) {
-    unlink(tmp.c_str());
-    return s;
-  }
-  return options.durable ? FsyncDirectoryOf(path) : OkStatus();
+  return WriteAtomically(
+      path,
+      [&](int fd, const std::string& tmp) {
+        Status s = WriteAll(fd, text.data(), text.size(), tmp);
+        if (s.ok() && options.threads <= 1) {
+          for (size_t i = 0; s.ok() && i < tensors.size(); ++i) {
+            s = WriteAll(fd, tensors[i].view.data, tensors[i].view.nbytes(), tmp);
+          }
+        } else if (s.ok()) {
+          // Cut the data into ~64 MiB pieces and let the threads pwrite them in place.
+          struct Piece {
+            const char* data;
+            size_t size;
+            uint64_t offset;
+          };
+          std::vector<Piece> pieces;
+          uint64_t at = text.size();
+          for (const NamedTensor& t : tensors) {
+            const char* p = static_cast<const char*>(t.view.data);
+            for (size_t done = 0, n = t.view.nbytes(); done < n;) {
+              const size_t chunk = std::min<size_t>(n - done, size_t{64} << 20);
+              pieces.push_back({p + done, chunk, at});
+              done += chunk;
+              at += chunk;
+            }
+          }
+          std::vector<Status> results(pieces.size());
+          ThreadPool pool(options.threads, "ckpt-write");
+          pool.ParallelFor(static_cast<int64_t>(pieces.size()), [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) {
+              results[i] = PwriteAll(fd, pieces[i].data, pieces[i].size, pieces[i].offset, tmp);
+            }
+          });
+          for (const Status& r : results) {
+            if (!r.ok()) s = r;
+          }
+        }
+        return s;
+      },
+      options.durable);
 }
 
 SafetensorsFile::~SafetensorsFile() {
