@@ -19,3 +19,36 @@ def test_two_ranks_share_the_dataset_through_the_master(keel_bin, tag, tmp_path)
     assert all(r["seen"] for r in ranks)  # both ranks got shards
     p0, p1 = ranks[0]["position"], ranks[1]["position"]
     assert p0 == p1 and p0["dataset"] == "e2e"
+
+
+SHARD_TRAIN = str(ROOT / "tests" / "workers" / "shard_train_worker.py")
+
+
+def test_dynamic_shards_with_a_worker_killed_mid_epoch_end_bitwise_identical(keel_bin, tag,
+                                                                            tmp_path):
+    import torch
+
+    def run(name, *extra):
+        rc, out, err = finish(keel(keel_bin, "run", "--nproc-per-node", "2", SHARD_TRAIN,
+                                   "--ckpt", str(tmp_path / name), "--out",
+                                   str(tmp_path / f"{name}.pt"), "--tag", tag, *extra),
+                              timeout=180)
+        assert rc == 0, err
+        seen = [json.loads((tmp_path / f"{name}.pt.rank-{r}.json").read_text()) for r in (0, 1)]
+        return out, seen, torch.load(tmp_path / f"{name}.pt")
+
+    _, clean_seen, clean = run("clean")
+    # 2 epochs of 2048 records in batches of 8 over 2 ranks: 256 steps; step 150 is mid epoch 2.
+    assert [s["steps"] for s in clean_seen] == [256, 256]
+    assert Counter(clean_seen[0]["seen"] + clean_seen[1]["seen"]) == Counter(
+        {i: 2 for i in range(2048)})
+    out, crashed_seen, crashed = run("crashed", "--crash-at-step", "150")
+    assert "resumed from step 140 (memory)" in out, out
+    assert [s["attempt"] for s in crashed_seen] == [1, 1]
+    assert [s["steps"] for s in crashed_seen] == [256, 256]
+    # The restarted round consumed exactly what the checkpointed model had not: the 116 steps
+    # after step 140, each record the number of times the clean run saw it after step 140.
+    assert sum(len(s["seen"]) for s in crashed_seen) == 2 * 116 * 8
+    assert list(clean) == list(crashed)
+    for k in clean:
+        assert torch.equal(clean[k], crashed[k]), k
