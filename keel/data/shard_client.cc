@@ -1,6 +1,7 @@
 // ShardClient: thin typed wrappers over the master's shard RPCs.
 #include "keel/data/shard_client.h"
 
+#include "keel/data/wire.h"
 #include "keel/rpc/status_convert.h"
 
 namespace keel::data {
@@ -10,15 +11,24 @@ ShardClient::ShardClient(const rpc::Channel* channel)
 
 Status ShardClient::Register(const DatasetSpec& spec) {
   rpc::DatasetSpec req;
-  req.set_name(spec.name);
-  req.set_size(spec.size);
-  req.set_shard_size(spec.shard_size);
-  req.set_epochs(spec.epochs);
-  req.set_shuffle(spec.shuffle);
-  req.set_seed(spec.seed);
+  ToProto(spec, &req);
   rpc::Ack ack;
   auto ctx = channel_->NewContext();
   return rpc::FromGrpc(stub_->RegisterDataset(ctx.get(), req, &ack));
+}
+
+StatusOr<uint64_t> ShardClient::Append(const std::string& dataset, const std::string& partition,
+                                       uint64_t begin, uint64_t end, bool last) {
+  rpc::AppendDataRequest req;
+  req.set_dataset(dataset);
+  req.set_partition(partition);
+  req.set_begin(begin);
+  req.set_end(end);
+  req.set_last(last);
+  rpc::AppendDataReply reply;
+  auto ctx = channel_->NewContext();
+  KEEL_RETURN_IF_ERROR(rpc::FromGrpc(stub_->AppendData(ctx.get(), req, &reply)));
+  return reply.added();
 }
 
 StatusOr<std::optional<Grant>> ShardClient::Next(const std::string& dataset,
@@ -31,11 +41,7 @@ StatusOr<std::optional<Grant>> ShardClient::Next(const std::string& dataset,
   KEEL_RETURN_IF_ERROR(rpc::FromGrpc(stub_->GetShard(ctx.get(), req, &g)));
   *finished = g.finished();
   if (!g.granted()) return std::optional<Grant>();
-  return std::optional<Grant>(Grant{.id = g.id(),
-                                    .shard = {g.epoch(), g.index(), g.offset()},
-                                    .begin = g.begin(),
-                                    .end = g.end(),
-                                    .worker = worker});
+  return std::optional<Grant>(FromProto(g, worker));
 }
 
 Status ShardClient::Report(const std::string& dataset, uint64_t grant_id, uint64_t consumed) {
@@ -63,21 +69,11 @@ StatusOr<Position> ShardClient::SavePosition(const std::string& dataset, int64_t
     c->set_grant_id(id);
     c->set_consumed(n);
   }
-  for (const ShardRef& r : unconsumed) {
-    rpc::PendingShard* s = req.add_unconsumed();
-    s->set_epoch(r.epoch);
-    s->set_index(r.index);
-    s->set_offset(r.offset);
-  }
+  for (const ShardRef& r : unconsumed) ToProto(r, req.add_unconsumed());
   rpc::DataPosition p;
   auto ctx = channel_->NewContext(timeout);
   KEEL_RETURN_IF_ERROR(rpc::FromGrpc(stub_->SaveDataPosition(ctx.get(), req, &p)));
-  Position out{.epoch = p.epoch(), .cursor = p.cursor()};
-  out.pending.reserve(static_cast<size_t>(p.pending_size()));
-  for (const rpc::PendingShard& s : p.pending()) {
-    out.pending.push_back({s.epoch(), s.index(), s.offset()});
-  }
-  return out;
+  return FromProto(p);
 }
 
 Status ShardClient::RestorePosition(const std::string& dataset, int64_t round,
@@ -85,15 +81,7 @@ Status ShardClient::RestorePosition(const std::string& dataset, int64_t round,
   rpc::RestoreDataRequest req;
   req.set_dataset(dataset);
   req.set_round(round);
-  rpc::DataPosition* p = req.mutable_position();
-  p->set_epoch(position.epoch);
-  p->set_cursor(position.cursor);
-  for (const ShardRef& r : position.pending) {
-    rpc::PendingShard* s = p->add_pending();
-    s->set_epoch(r.epoch);
-    s->set_index(r.index);
-    s->set_offset(r.offset);
-  }
+  ToProto(position, req.mutable_position());
   rpc::Ack ack;
   auto ctx = channel_->NewContext();
   return rpc::FromGrpc(stub_->RestoreDataPosition(ctx.get(), req, &ack));

@@ -1,5 +1,5 @@
 // ShardClient: a worker's side of the master's shard service (keel.proto: RegisterDataset,
-// GetShard, ReportShard, SaveDataPosition, RestoreDataPosition), for C++ training programs
+// AppendData, GetShard, ReportShard, SaveDataPosition, RestoreDataPosition), for C++ training programs
 // and under keel.data's Python sampler.
 //
 //   ShardClient c(channel);                     // rpc::Channel to $KEEL_MASTER_ADDR
@@ -29,6 +29,10 @@ class ShardClient {
   explicit ShardClient(const rpc::Channel* channel);  // borrowed; must outlive the client
 
   Status Register(const DatasetSpec& spec);
+  // Streams: appends the partition's records [begin, end) (ShardQueue::Append); returns how
+  // many were new.
+  StatusOr<uint64_t> Append(const std::string& dataset, const std::string& partition,
+                            uint64_t begin, uint64_t end, bool last = false);
   // nullopt: no shard now (*finished false: ask again later; true: every epoch is done).
   StatusOr<std::optional<Grant>> Next(const std::string& dataset, const std::string& worker,
                                       bool* finished);

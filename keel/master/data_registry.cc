@@ -7,8 +7,12 @@ namespace {
 constexpr size_t kBarriersKept = 4;
 
 std::string Describe(const data::DatasetSpec& s) {
+  if (s.stream) {
+    return "a stream, shard size " + std::to_string(s.shard_size) + ", " +
+           (s.epochs > 0 ? "ending when closed" : "unbounded");
+  }
   return "size " + std::to_string(s.size) + ", shard size " + std::to_string(s.shard_size) + ", " +
-         std::to_string(s.epochs) + " epoch(s), shuffle " + (s.shuffle ? "on" : "off") + ", seed " +
+          (s.epochs > 0 ? std::to_string(s.epochs) : std::string("unbounded")) + " epoch(s), shuffle " + (s.shuffle ? "on" : "off") + ", seed " +
          std::to_string(s.seed);
 }
 
@@ -45,6 +49,12 @@ StatusOr<std::optional<data::Grant>> DataRegistry::Next(const std::string& datas
   std::optional<data::Grant> g = d->queue->Next(worker, now);
   *finished = !g && d->queue->finished();
   return g;
+}
+
+StatusOr<uint64_t> DataRegistry::Append(const std::string& dataset, const std::string& partition,
+                                        uint64_t begin, uint64_t end, bool last) {
+  KEEL_ASSIGN_OR_RETURN(Dataset * d, Find(dataset));
+  return d->queue->Append(partition, begin, end, last);
 }
 
 Status DataRegistry::Report(const std::string& dataset, uint64_t grant_id, uint64_t consumed) {

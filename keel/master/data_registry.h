@@ -23,6 +23,9 @@ class DataRegistry {
   // Registers `spec`, or checks it against the registered one: a different size, shard size,
   // epoch count, shuffle or seed under the same name is FAILED_PRECONDITION naming both.
   Status Register(const data::DatasetSpec& spec);
+  // Appends records to a stream (data::ShardQueue::Append).
+  StatusOr<uint64_t> Append(const std::string& dataset, const std::string& partition,
+                            uint64_t begin, uint64_t end, bool last);
   // The next shard of `dataset` for `worker`; nullopt with *finished false means "none right
   // now, ask again" (others hold the rest), with *finished true that every epoch is done.
   StatusOr<std::optional<data::Grant>> Next(const std::string& dataset, const std::string& worker,

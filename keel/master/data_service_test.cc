@@ -174,3 +174,86 @@ TEST_F(DataServiceTest, ExactlyOnceOverGrpcWithCheckpointsAndCrashes) {
 
 }  // namespace
 }  // namespace keel::master
+
+namespace keel::master {
+namespace {
+
+// A producer appends ranges to a stream over gRPC while 4 consumers, each with its own
+// channel, read it: every appended record reaches exactly one consumer, and the stream ends
+// for all of them once the producer closes it and everything is consumed.
+TEST_F(DataServiceTest, ProducerAppendsToAStreamWhileConsumersRead) {
+  const uint64_t kPerPartition = 100'000;
+  auto setup = Connect();
+  data::ShardClient admin(setup.get());
+  ASSERT_TRUE(admin.Register({.name = "clicks", .shard_size = 700, .epochs = 1, .stream = true})
+                  .ok());
+  EXPECT_EQ(admin.Append("nope", "p", 0, 1).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(admin.Register({.name = "fixed", .size = 10, .shard_size = 5}).ok());
+  Status fixed = admin.Append("fixed", "p", 0, 1).status();
+  EXPECT_EQ(fixed.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(fixed.message().find("only streams take appended records"), std::string::npos);
+
+  std::thread producer([this, kPerPartition] {
+    auto channel = Connect();
+    data::ShardClient c(channel.get());
+    std::mt19937_64 rng(5);
+    std::map<std::string, uint64_t> at;
+    uint64_t total = 0;
+    while (total < 3 * kPerPartition) {
+      const std::string p = "part-" + std::to_string(rng() % 3);
+      const uint64_t n = std::min(kPerPartition - at[p], 1 + rng() % 5000);
+      if (n == 0) continue;
+      auto added = c.Append("clicks", p, at[p], at[p] + n);
+      ASSERT_TRUE(added.ok()) << added.status();
+      ASSERT_EQ(*added, n);
+      at[p] += n;
+      total += n;
+      if (rng() % 8 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_TRUE(c.Append("clicks", "part-0", at["part-0"], at["part-0"], true).ok());
+  });
+  std::vector<std::vector<std::pair<std::string, uint64_t>>> seen(4);
+  std::vector<std::thread> consumers;
+  for (int w = 0; w < 4; ++w) {
+    consumers.emplace_back([this, w, &seen] {
+      auto channel = Connect();
+      data::ShardClient c(channel.get());
+      const std::string me = "rank " + std::to_string(w);
+      for (;;) {
+        bool finished = false;
+        auto g = c.Next("clicks", me, &finished);
+        ASSERT_TRUE(g.ok()) << g.status();
+        if (finished) return;
+        if (!g->has_value()) {  // the producer has not appended more yet
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          continue;
+        }
+        const data::Grant& grant = **g;
+        for (uint64_t r = grant.begin + grant.shard.offset; r < grant.end; ++r) {
+          seen[w].emplace_back(grant.shard.partition, r);
+        }
+        ASSERT_TRUE(c.Report("clicks", grant.id, grant.end - grant.begin).ok());
+      }
+    });
+  }
+  producer.join();
+  for (std::thread& t : consumers) t.join();
+  std::map<std::string, std::vector<uint8_t>> count;
+  for (int p = 0; p < 3; ++p) count["part-" + std::to_string(p)].assign(kPerPartition, 0);
+  size_t nonempty = 0;
+  for (const auto& s : seen) {
+    nonempty += s.empty() ? 0 : 1;
+    for (const auto& [p, r] : s) {
+      ASSERT_TRUE(count.contains(p)) << p;
+      ASSERT_LT(r, kPerPartition);
+      ASSERT_EQ(count[p][r]++, 0) << p << " record " << r << " twice";
+    }
+  }
+  for (const auto& [p, v] : count) {
+    for (uint64_t r = 0; r < kPerPartition; ++r) ASSERT_EQ(v[r], 1) << p << " " << r;
+  }
+  EXPECT_EQ(nonempty, 4u);  // every consumer got a share
+}
+
+}  // namespace
+}  // namespace keel::master

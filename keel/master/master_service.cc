@@ -4,6 +4,7 @@
 #include <set>
 
 #include "keel/common/logging.h"
+#include "keel/data/wire.h"
 #include "keel/rpc/status_convert.h"
 
 namespace keel::master {
@@ -267,32 +268,23 @@ void MasterService::SyncDataRound() {
   }
 }
 
-namespace {
-
-void ToProto(const data::Position& p, rpc::DataPosition* out) {
-  out->set_epoch(p.epoch);
-  out->set_cursor(p.cursor);
-  for (const data::ShardRef& r : p.pending) {
-    rpc::PendingShard* s = out->add_pending();
-    s->set_epoch(r.epoch);
-    s->set_index(r.index);
-    s->set_offset(r.offset);
-  }
-}
-
-}  // namespace
-
 grpc::Status MasterService::RegisterDataset(grpc::ServerContext* context,
                                             const rpc::DatasetSpec* request, rpc::Ack*) {
   KEEL_AUTHORIZE(context);
-  data::DatasetSpec spec{.name = request->name(),
-                         .size = request->size(),
-                         .shard_size = request->shard_size(),
-                         .epochs = request->epochs(),
-                         .shuffle = request->shuffle(),
-                         .seed = request->seed()};
   MutexLock lock(&mu_);
-  return rpc::ToGrpc(data_.Register(spec));
+  return rpc::ToGrpc(data_.Register(data::FromProto(*request)));
+}
+
+grpc::Status MasterService::AppendData(grpc::ServerContext* context,
+                                       const rpc::AppendDataRequest* request,
+                                       rpc::AppendDataReply* response) {
+  KEEL_AUTHORIZE(context);
+  MutexLock lock(&mu_);
+  StatusOr<uint64_t> added = data_.Append(request->dataset(), request->partition(),
+                                          request->begin(), request->end(), request->last());
+  if (!added.ok()) return rpc::ToGrpc(added.status());
+  response->set_added(*added);
+  return grpc::Status::OK;
 }
 
 grpc::Status MasterService::GetShard(grpc::ServerContext* context, const rpc::ShardRequest* request,
@@ -306,14 +298,7 @@ grpc::Status MasterService::GetShard(grpc::ServerContext* context, const rpc::Sh
   if (!g.ok()) return rpc::ToGrpc(g.status());
   response->set_finished(finished);
   if (!g->has_value()) return grpc::Status::OK;
-  const data::Grant& grant = **g;
-  response->set_granted(true);
-  response->set_id(grant.id);
-  response->set_epoch(grant.shard.epoch);
-  response->set_index(grant.shard.index);
-  response->set_offset(grant.shard.offset);
-  response->set_begin(grant.begin);
-  response->set_end(grant.end);
+  data::ToProto(**g, response);
   return grpc::Status::OK;
 }
 
@@ -332,9 +317,7 @@ grpc::Status MasterService::SaveDataPosition(grpc::ServerContext* context,
   for (const rpc::GrantConsumed& c : request->consumed()) consumed[c.grant_id()] = c.consumed();
   std::vector<data::ShardRef> unconsumed;
   unconsumed.reserve(static_cast<size_t>(request->unconsumed_size()));
-  for (const rpc::PendingShard& s : request->unconsumed()) {
-    unconsumed.push_back({s.epoch(), s.index(), s.offset()});
-  }
+  for (const rpc::PendingShard& s : request->unconsumed()) unconsumed.push_back(data::FromProto(s));
   MutexLock lock(&mu_);
   StatusOr<std::optional<data::Position>> p =
       data_.AddConsumption(request->dataset(), request->checkpoint(), request->rank(),
@@ -342,7 +325,7 @@ grpc::Status MasterService::SaveDataPosition(grpc::ServerContext* context,
   if (!p.ok()) return rpc::ToGrpc(p.status());
   if (p->has_value()) {
     data_changed_.SignalAll();
-    ToProto(**p, response);
+    data::ToProto(**p, response);
     return grpc::Status::OK;
   }
   // Wait for the other ranks (they save the same step), at most until the call's deadline.
@@ -350,7 +333,7 @@ grpc::Status MasterService::SaveDataPosition(grpc::ServerContext* context,
     std::optional<data::Position> ready =
         data_.PositionFor(request->dataset(), request->checkpoint());
     if (ready) {
-      ToProto(*ready, response);
+      data::ToProto(*ready, response);
       return grpc::Status::OK;
     }
     data_changed_.WaitFor(&mu_, std::chrono::milliseconds(100));
@@ -362,10 +345,7 @@ grpc::Status MasterService::SaveDataPosition(grpc::ServerContext* context,
 grpc::Status MasterService::RestoreDataPosition(grpc::ServerContext* context,
                                                 const rpc::RestoreDataRequest* request, rpc::Ack*) {
   KEEL_AUTHORIZE(context);
-  data::Position p{.epoch = request->position().epoch(), .cursor = request->position().cursor()};
-  for (const rpc::PendingShard& s : request->position().pending()) {
-    p.pending.push_back({s.epoch(), s.index(), s.offset()});
-  }
+  const data::Position p = data::FromProto(request->position());
   MutexLock lock(&mu_);
   SyncDataRound();
   return rpc::ToGrpc(data_.Restore(request->dataset(), request->round(), p));

@@ -51,6 +51,8 @@ class MasterService final : public rpc::Master::Service {
                         rpc::ShardGrant* response) override;
   grpc::Status ReportShard(grpc::ServerContext* context, const rpc::ShardProgress* request,
                            rpc::Ack* response) override;
+  grpc::Status AppendData(grpc::ServerContext* context, const rpc::AppendDataRequest* request,
+                          rpc::AppendDataReply* response) override;
   grpc::Status SaveDataPosition(grpc::ServerContext* context,
                                 const rpc::DataPositionRequest* request,
                                 rpc::DataPosition* response) override;
