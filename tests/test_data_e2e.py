@@ -19,6 +19,8 @@ def test_two_ranks_share_the_dataset_through_the_master(keel_bin, tag, tmp_path)
     assert all(r["seen"] for r in ranks)  # both ranks got shards
     p0, p1 = ranks[0]["position"], ranks[1]["position"]
     assert p0 == p1 and p0["dataset"] == "e2e"
+    streamed = Counter(tuple(r) for r in ranks[0]["streamed"] + ranks[1]["streamed"])
+    assert streamed == Counter({("events", i): 1 for i in range(1000)})
 
 
 SHARD_TRAIN = str(ROOT / "tests" / "workers" / "shard_train_worker.py")

@@ -1,12 +1,16 @@
 // keel._C bindings for dynamic data sharding: the master's shard service through
 // keel::data::ShardClient, or the same service in-process (keel::master::DataRegistry) when
 // there is no master. Both expose one Python interface (used by keel.data.ElasticSampler):
-//   register(name, size, shard_size, epochs, shuffle, seed)
-//   next(dataset, worker) -> None (ask again) | "finished" | (id, epoch, index, offset, begin, end)
+//   register(name, size, shard_size, epochs, shuffle, seed, stream=False)
+//   append(dataset, partition, begin, end, last=False) -> records added (streams)
+//   next(dataset, worker) -> None (ask again) | "finished"
+//                            | (id, epoch, index, offset, begin, end, partition)
 //   report(dataset, grant_id, consumed)
-//   save_position(dataset, checkpoint, rank, world_size, {grant_id: consumed}, timeout_s)
-//       -> (epoch, cursor, [(epoch, index, offset)])
-//   restore_position(dataset, round, (epoch, cursor, [(epoch, index, offset)]))
+//   save_position(dataset, checkpoint, rank, world_size, {grant_id: consumed}, unconsumed,
+//                 timeout_s) -> position
+//   restore_position(dataset, round, position)
+// where a shard ref is (epoch, index, offset, partition, begin, end) (partition "" and begin,
+// end 0 for fixed-size datasets) and a position is (epoch, cursor, [ref], [(partition, offset)]).
 #include "data_functions.h"
 
 #include <pybind11/stl.h>
@@ -26,40 +30,53 @@ namespace keel::python {
 namespace py = pybind11;
 namespace {
 
-using RefList = std::vector<std::tuple<int64_t, uint64_t, uint64_t>>;  // (epoch, index, offset)
-using PositionTuple = std::tuple<int64_t, uint64_t, RefList>;
+// (epoch, index, offset, partition, begin, end)
+using RefTuple = std::tuple<int64_t, uint64_t, uint64_t, std::string, uint64_t, uint64_t>;
+using RefList = std::vector<RefTuple>;
+using PartitionList = std::vector<std::pair<std::string, uint64_t>>;
+using PositionTuple = std::tuple<int64_t, uint64_t, RefList, PartitionList>;
 
 std::vector<data::ShardRef> Refs(const RefList& list) {
   std::vector<data::ShardRef> out;
   out.reserve(list.size());
-  for (const auto& [e, i, o] : list) out.push_back({e, i, o});
+  for (const auto& [e, i, o, p, b, end] : list) {
+    out.push_back({.epoch = e, .index = i, .offset = o, .partition = p, .begin = b, .end = end});
+  }
   return out;
 }
 
 data::DatasetSpec Spec(const std::string& name, uint64_t size, uint64_t shard_size, int64_t epochs,
-                       bool shuffle, uint64_t seed) {
+                       bool shuffle, uint64_t seed, bool stream) {
   return {.name = name,
           .size = size,
           .shard_size = shard_size,
           .epochs = epochs,
           .shuffle = shuffle,
-          .seed = seed};
+          .seed = seed,
+          .stream = stream};
 }
 
 py::object GrantObject(const std::optional<data::Grant>& g, bool finished) {
   if (!g) return finished ? py::object(py::str("finished")) : py::object(py::none());
-  return py::make_tuple(g->id, g->shard.epoch, g->shard.index, g->shard.offset, g->begin, g->end);
+  return py::make_tuple(g->id, g->shard.epoch, g->shard.index, g->shard.offset, g->begin, g->end,
+                        g->shard.partition);
 }
 
 PositionTuple ToTuple(const data::Position& p) {
-  std::vector<std::tuple<int64_t, uint64_t, uint64_t>> pending;
+  RefList pending;
   pending.reserve(p.pending.size());
-  for (const data::ShardRef& r : p.pending) pending.emplace_back(r.epoch, r.index, r.offset);
-  return {p.epoch, p.cursor, std::move(pending)};
+  for (const data::ShardRef& r : p.pending) {
+    pending.emplace_back(r.epoch, r.index, r.offset, r.partition, r.begin, r.end);
+  }
+  PartitionList partitions;
+  for (const data::PartitionOffset& o : p.partitions) partitions.emplace_back(o.partition, o.offset);
+  return {p.epoch, p.cursor, std::move(pending), std::move(partitions)};
 }
 
 data::Position FromTuple(const PositionTuple& t) {
-  return {.epoch = std::get<0>(t), .cursor = std::get<1>(t), .pending = Refs(std::get<2>(t))};
+  data::Position p{.epoch = std::get<0>(t), .cursor = std::get<1>(t), .pending = Refs(std::get<2>(t))};
+  for (const auto& [name, offset] : std::get<3>(t)) p.partitions.push_back({name, offset});
+  return p;
 }
 
 // The master's shard service over gRPC.
@@ -74,6 +91,14 @@ class RemoteShards {
     Status s = client_->Register(spec);
     py::gil_scoped_acquire acquire;
     ThrowIfError(s);
+  }
+  uint64_t Append(const std::string& dataset, const std::string& partition, uint64_t begin,
+                  uint64_t end, bool last) {
+    StatusOr<uint64_t> added = [&] {
+      py::gil_scoped_release release;
+      return client_->Append(dataset, partition, begin, end, last);
+    }();
+    return ValueOrThrow(std::move(added));
   }
   py::object Next(const std::string& dataset, const std::string& worker) {
     bool finished = false;
@@ -119,6 +144,10 @@ class RemoteShards {
 class LocalShards {
  public:
   void Register(const data::DatasetSpec& spec) { ThrowIfError(registry_.Register(spec)); }
+  uint64_t Append(const std::string& dataset, const std::string& partition, uint64_t begin,
+                  uint64_t end, bool last) {
+    return ValueOrThrow(registry_.Append(dataset, partition, begin, end, last));
+  }
   py::object Next(const std::string& dataset, const std::string& worker) {
     bool finished = false;
     auto g = ValueOrThrow(registry_.Next(dataset, worker, Clock::Real()->Now(), &finished));
@@ -152,10 +181,13 @@ py::class_<T> BindService(py::module_& m, const char* name, const char* doc) {
   c.def(
        "register",
        [](T& s, const std::string& name, uint64_t size, uint64_t shard_size, int64_t epochs,
-          bool shuffle,
-          uint64_t seed) { s.Register(Spec(name, size, shard_size, epochs, shuffle, seed)); },
+          bool shuffle, uint64_t seed, bool stream) {
+         s.Register(Spec(name, size, shard_size, epochs, shuffle, seed, stream));
+       },
        py::arg("name"), py::arg("size"), py::arg("shard_size"), py::arg("epochs"),
-       py::arg("shuffle"), py::arg("seed"))
+       py::arg("shuffle"), py::arg("seed"), py::arg("stream") = false)
+      .def("append", &T::Append, py::arg("dataset"), py::arg("partition"), py::arg("begin"),
+           py::arg("end"), py::arg("last") = false)
       .def("next", &T::Next, py::arg("dataset"), py::arg("worker"))
       .def("report", &T::Report, py::arg("dataset"), py::arg("grant_id"), py::arg("consumed"))
       .def("save_position", &T::Save, py::arg("dataset"), py::arg("checkpoint"), py::arg("rank"),

@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
+import keel.data
 from keel import _C
-from keel.data import ElasticSampler
+from keel.data import ElasticSampler, StreamWriter
 
 
 def counts_per_epoch(batches, size):
@@ -91,3 +92,84 @@ def test_long_runs_forget_finished_shards_and_still_resume_exactly(monkeypatch):
     resumed.load_state_dict(state)
     c, n = counts_per_epoch(seen + list(resumed), 30000)
     assert n == 30000 and set(c.values()) == {1}
+
+
+def test_a_stream_is_read_while_its_writer_appends_and_ends_when_closed():
+    import threading
+
+    w = StreamWriter("clicks-live", shard_size=50)
+
+    def produce():
+        for start in range(0, 2000, 130):
+            w.append("p0", start, min(start + 130, 2000))
+            w.append("p1", start // 2, min(start + 130, 2000) // 2)
+        w.close()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    s = ElasticSampler("clicks-live", batch_size=16, shard_size=50, stream=True)
+    seen = [r for batch in s for r in batch]
+    t.join()
+    assert Counter(seen) == Counter([("p0", i) for i in range(2000)] +
+                                    [("p1", i) for i in range(1000)])
+    with pytest.raises(TypeError, match="no length"):
+        len(s)
+
+
+def test_a_stream_position_resumes_exactly_on_a_new_service(monkeypatch):
+    def start():
+        w = StreamWriter("clicks", shard_size=40)
+        for p in ("a", "b"):  # a producer that restarts appends from the start again
+            w.append(p, 0, 500)
+        w.close()
+        return ElasticSampler("clicks", batch_size=12, shard_size=40, stream=True)
+
+    monkeypatch.setattr(keel.data, "_services", {})
+    s = start()
+    it = iter(s)
+    seen = [r for _ in range(30) for r in next(it)]
+    next(it)  # prefetched: not trained on
+    state = s.state_dict(consumed_batches=30)
+    assert state["stream"] and state["partitions"] and state["pending"]
+    list(it)  # trained on after the checkpoint, then lost in a crash
+    monkeypatch.setattr(keel.data, "_services", {})  # a new process
+    resumed = start()
+    resumed.load_state_dict(state)
+    rest = [r for batch in resumed for r in batch]
+    assert Counter(seen + rest) == Counter([(p, i) for p in "ab" for i in range(500)])
+
+
+def test_unbounded_epochs_go_on():
+    s = ElasticSampler("forever", dataset_size=10, batch_size=4, epochs=0, shard_size=5)
+    it = iter(s)
+    flat = [r for _ in range(50) for r in next(it)]
+    assert Counter(flat) == Counter({i: 20 for i in range(10)})
+    with pytest.raises(TypeError, match="no length"):
+        len(s)
+
+
+def test_bad_stream_arguments_are_rejected_with_the_reason(monkeypatch):
+    monkeypatch.setattr(keel.data, "_services", {})
+    with pytest.raises(ValueError, match="a stream has no dataset_size"):
+        ElasticSampler("st", dataset_size=10, batch_size=1, stream=True)
+    w = StreamWriter("st", shard_size=10)
+    with pytest.raises(ValueError, match="shard size 10"):
+        ElasticSampler("st", batch_size=1, shard_size=20, stream=True)  # conflicts
+    with pytest.raises(ValueError, match="shuffle must be off"):
+        ElasticSampler("st3", batch_size=1, shard_size=5, stream=True, shuffle=True)
+    with pytest.raises(ValueError, match="epochs must be 1"):
+        StreamWriter("st4", shard_size=5, epochs=3)
+    w.append("p", 0, 10)
+    with pytest.raises(ValueError, match="records 10-20 are missing"):
+        w.append("p", 20, 30)
+    svc = keel.data._services[None]  # the process's shared service: no appends to a fixed one
+    svc.register("fixed-one", 10, 5, 1, False, 0)
+    with pytest.raises(ValueError, match="only streams take appended records"):
+        svc.append("fixed-one", "p", 0, 1)
+    s = ElasticSampler("st", batch_size=4, shard_size=10, stream=True)
+    with pytest.raises(ValueError, match="not a data position of stream 'st'"):
+        s.load_state_dict({"dataset": "st", "epoch": 0, "cursor": 0, "pending": []})
+    with pytest.raises(ValueError, match="malformed data position"):
+        s.load_state_dict({"dataset": "st", "stream": True, "pending": [[1]], "partitions": {}})
+    it = iter(s)
+    assert next(it) == [("p", 0), ("p", 1), ("p", 2), ("p", 3)]  # still usable
