@@ -4,7 +4,9 @@ every record once per epoch, and the checkpoint barrier gives both the same posi
 import json
 from collections import Counter
 
-from test_train import ROOT, finish, keel, tag  # noqa: F401
+import sys
+
+from test_train import ROOT, finish, keel, start_master, tag, tls_flags  # noqa: F401
 
 WORKER = str(ROOT / "tests" / "workers" / "data_worker.py")
 
@@ -21,6 +23,23 @@ def test_two_ranks_share_the_dataset_through_the_master(keel_bin, tag, tmp_path)
     assert p0 == p1 and p0["dataset"] == "e2e"
     streamed = Counter(tuple(r) for r in ranks[0]["streamed"] + ranks[1]["streamed"])
     assert streamed == Counter({("events", i): 1 for i in range(1000)})
+
+
+def test_workers_reach_a_tls_master_for_shards(keel_bin, tag, tmp_path):
+    tls = tls_flags(tmp_path)
+    master, addr = start_master(keel_bin, "--nnodes", "1", *tls)  # mutual TLS
+    try:
+        rc, _, err = finish(keel(keel_bin, "agent", "--master", addr, "--token", "secret",
+                                 "--nproc-per-node", "2", *tls, "--", sys.executable, WORKER, "--out",
+                                 str(tmp_path), "--tag", tag))
+        assert rc == 0, err
+        assert finish(master, timeout=30)[0] == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert Counter(ranks[0]["seen"] + ranks[1]["seen"]) == Counter(
+        {i: 2 for i in range(5000)})
 
 
 SHARD_TRAIN = str(ROOT / "tests" / "workers" / "shard_train_worker.py")

@@ -367,7 +367,8 @@ def test_log_dir_keeps_each_ranks_output(keel_bin, tag, tmp_path):
     assert r.returncode == 1 and "cannot open worker log '/dev/null/x/rank-0.log'" in r.stderr
 
 
-def test_tls_master_and_agent(keel_bin, tag, tmp_path):
+def tls_flags(tmp_path):
+    """A test CA and a node certificate for localhost; the --tls-* flags that use them."""
     certs = tmp_path / "certs"
     certs.mkdir()
     script = (
@@ -377,8 +378,12 @@ def test_tls_master_and_agent(keel_bin, tag, tmp_path):
         " > san.ext; openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
         " -out node.pem -days 1 -extfile san.ext")
     subprocess.run(["sh", "-c", script], cwd=certs, check=True, capture_output=True, timeout=60)
-    tls = ["--tls-cert", str(certs / "node.pem"), "--tls-key", str(certs / "node.key"),
-           "--tls-ca", str(certs / "ca.pem")]
+    return ["--tls-cert", str(certs / "node.pem"), "--tls-key", str(certs / "node.key"),
+            "--tls-ca", str(certs / "ca.pem")]
+
+
+def test_tls_master_and_agent(keel_bin, tag, tmp_path):
+    tls = tls_flags(tmp_path)
     master, addr = start_master(keel_bin, "--nnodes", "1", *tls)  # mutual TLS
     try:
         plain = keel(keel_bin, "agent", "--master", addr, "--token", "secret",

@@ -32,10 +32,16 @@ StatusOr<uint64_t> ShardClient::Append(const std::string& dataset, const std::st
 }
 
 StatusOr<std::optional<Grant>> ShardClient::Next(const std::string& dataset,
-                                                 const std::string& worker, bool* finished) {
+                                                 const std::string& worker, bool* finished,
+                                                 const std::map<uint64_t, uint64_t>& reports) {
   rpc::ShardRequest req;
   req.set_dataset(dataset);
   req.set_worker(worker);
+  for (const auto& [id, consumed] : reports) {
+    rpc::ShardProgress* r = req.add_reports();
+    r->set_grant_id(id);
+    r->set_consumed(consumed);
+  }
   rpc::ShardGrant g;
   auto ctx = channel_->NewContext();
   KEEL_RETURN_IF_ERROR(rpc::FromGrpc(stub_->GetShard(ctx.get(), req, &g)));

@@ -34,8 +34,11 @@ class ShardClient {
   StatusOr<uint64_t> Append(const std::string& dataset, const std::string& partition,
                             uint64_t begin, uint64_t end, bool last = false);
   // nullopt: no shard now (*finished false: ask again later; true: every epoch is done).
+  // `reports` ({grant id: consumed}) are recorded first, in the same call — a worker that
+  // finished its shard reports it and asks for the next in one round trip.
   StatusOr<std::optional<Grant>> Next(const std::string& dataset, const std::string& worker,
-                                      bool* finished);
+                                      bool* finished,
+                                      const std::map<uint64_t, uint64_t>& reports = {});
   Status Report(const std::string& dataset, uint64_t grant_id, uint64_t consumed);
   // The checkpoint barrier: blocks (up to `timeout`) until every rank reported.
   // `unconsumed`: shards reported finished that the model has not consumed to the end.

@@ -287,26 +287,42 @@ grpc::Status MasterService::AppendData(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status MasterService::GetShard(grpc::ServerContext* context, const rpc::ShardRequest* request,
-                                     rpc::ShardGrant* response) {
-  KEEL_AUTHORIZE(context);
-  MutexLock lock(&mu_);
-  SyncDataRound();
-  bool finished = false;
-  StatusOr<std::optional<data::Grant>> g =
-      data_.Next(request->dataset(), request->worker(), clock_->Now(), &finished);
-  if (!g.ok()) return rpc::ToGrpc(g.status());
-  response->set_finished(finished);
-  if (!g->has_value()) return grpc::Status::OK;
-  data::ToProto(**g, response);
-  return grpc::Status::OK;
+grpc::ServerUnaryReactor* MasterService::GetShard(grpc::CallbackServerContext* context,
+                                                  const rpc::ShardRequest* request,
+                                                  rpc::ShardGrant* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish([&]() -> grpc::Status {
+    KEEL_AUTHORIZE(context);
+    MutexLock lock(&mu_);
+    SyncDataRound();
+    for (const rpc::ShardProgress& r : request->reports()) {  // reported with the request
+      const std::string& dataset = r.dataset().empty() ? request->dataset() : r.dataset();
+      if (Status s = data_.Report(dataset, r.grant_id(), r.consumed()); !s.ok()) {
+        return rpc::ToGrpc(s);
+      }
+    }
+    bool finished = false;
+    StatusOr<std::optional<data::Grant>> g =
+        data_.Next(request->dataset(), request->worker(), clock_->Now(), &finished);
+    if (!g.ok()) return rpc::ToGrpc(g.status());
+    response->set_finished(finished);
+    if (g->has_value()) data::ToProto(**g, response);
+    return grpc::Status::OK;
+  }());
+  return reactor;
 }
 
-grpc::Status MasterService::ReportShard(grpc::ServerContext* context,
-                                        const rpc::ShardProgress* request, rpc::Ack*) {
-  KEEL_AUTHORIZE(context);
-  MutexLock lock(&mu_);
-  return rpc::ToGrpc(data_.Report(request->dataset(), request->grant_id(), request->consumed()));
+grpc::ServerUnaryReactor* MasterService::ReportShard(grpc::CallbackServerContext* context,
+                                                     const rpc::ShardProgress* request,
+                                                     rpc::Ack*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish([&]() -> grpc::Status {
+    KEEL_AUTHORIZE(context);
+    MutexLock lock(&mu_);
+    return rpc::ToGrpc(
+        data_.Report(request->dataset(), request->grant_id(), request->consumed()));
+  }());
+  return reactor;
 }
 
 grpc::Status MasterService::SaveDataPosition(grpc::ServerContext* context,

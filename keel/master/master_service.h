@@ -21,7 +21,13 @@
 
 namespace keel::master {
 
-class MasterService final : public rpc::Master::Service {
+// The shard hot path (GetShard, ReportShard) uses gRPC's callback API: the handlers never
+// block, so they run on gRPC's own threads without a hand-off to the sync server's pool.
+using MasterServiceBase =
+    rpc::Master::WithCallbackMethod_GetShard<rpc::Master::WithCallbackMethod_ReportShard<
+        rpc::Master::Service>>;
+
+class MasterService final : public MasterServiceBase {
  public:
   // `clock` is borrowed and must outlive the service.
   MasterService(JobOptions options, const std::string& token, Clock* clock = Clock::Real());
@@ -47,10 +53,12 @@ class MasterService final : public rpc::Master::Service {
                               rpc::RestoreReply* response) override;
   grpc::Status RegisterDataset(grpc::ServerContext* context, const rpc::DatasetSpec* request,
                                rpc::Ack* response) override;
-  grpc::Status GetShard(grpc::ServerContext* context, const rpc::ShardRequest* request,
-                        rpc::ShardGrant* response) override;
-  grpc::Status ReportShard(grpc::ServerContext* context, const rpc::ShardProgress* request,
-                           rpc::Ack* response) override;
+  grpc::ServerUnaryReactor* GetShard(grpc::CallbackServerContext* context,
+                                     const rpc::ShardRequest* request,
+                                     rpc::ShardGrant* response) override;
+  grpc::ServerUnaryReactor* ReportShard(grpc::CallbackServerContext* context,
+                                        const rpc::ShardProgress* request,
+                                        rpc::Ack* response) override;
   grpc::Status AppendData(grpc::ServerContext* context, const rpc::AppendDataRequest* request,
                           rpc::AppendDataReply* response) override;
   grpc::Status SaveDataPosition(grpc::ServerContext* context,

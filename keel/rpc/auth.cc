@@ -41,7 +41,7 @@ TokenAuth::TokenAuth(std::string token) : expected_("Bearer " + std::move(token)
   KEEL_CHECK(expected_.size() > 7, "TokenAuth needs a non-empty token");
 }
 
-grpc::Status TokenAuth::Check(const grpc::ServerContext& context) const {
+grpc::Status TokenAuth::Check(const grpc::ServerContextBase& context) const {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find(kAuthMetadataKey);
   if (it == metadata.end()) {

@@ -25,7 +25,7 @@ class TokenAuth {
  public:
   // `token` must not be empty.
   explicit TokenAuth(std::string token);
-  grpc::Status Check(const grpc::ServerContext& context) const;
+  grpc::Status Check(const grpc::ServerContextBase& context) const;  // sync or callback
 
  private:
   std::string expected_;  // "Bearer <token>"

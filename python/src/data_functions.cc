@@ -82,8 +82,12 @@ data::Position FromTuple(const PositionTuple& t) {
 // The master's shard service over gRPC.
 class RemoteShards {
  public:
-  RemoteShards(const std::string& target, const std::string& token) {
-    channel_ = ValueOrThrow(rpc::Channel::Create({.target = target, .token = token}));
+  RemoteShards(const std::string& target, const std::string& token, const std::string& ca,
+               const std::string& cert, const std::string& key) {
+    channel_ = ValueOrThrow(rpc::Channel::Create(
+        {.target = target,
+         .token = token,
+         .tls = {.cert_file = cert, .key_file = key, .ca_file = ca}}));
     client_ = std::make_unique<data::ShardClient>(channel_.get());
   }
   void Register(const data::DatasetSpec& spec) {
@@ -219,7 +223,11 @@ void BindDataFunctions(py::module_& m) {
           },
           py::arg("begin"), py::arg("end"), "[at(i) for i in range(begin, end)]");
   BindService<RemoteShards>(m, "RemoteShards", "The master's shard service (gRPC).")
-      .def(py::init<const std::string&, const std::string&>(), py::arg("target"), py::arg("token"));
+      .def(py::init<const std::string&, const std::string&, const std::string&, const std::string&,
+                    const std::string&>(),
+           py::arg("target"), py::arg("token"), py::arg("ca") = "", py::arg("cert") = "",
+           py::arg("key") = "",
+           "TLS when any of ca, cert, key (PEM file paths) is given; cert and key together.");
   BindService<LocalShards>(m, "LocalShards", "The shard service in this process.")
       .def(py::init<>());
 }

@@ -40,7 +40,8 @@ def _service(stream):
     master = os.environ.get("KEEL_MASTER_ADDR")
     if not master and not stream:
         return _C.LocalShards(), True
-    key = (master, os.environ.get("KEEL_TOKEN", "")) if master else None
+    key = (master, *(os.environ.get(v, "") for v in (
+        "KEEL_TOKEN", "KEEL_TLS_CA", "KEEL_TLS_CERT", "KEEL_TLS_KEY"))) if master else None
     if key not in _services:
         _services[key] = _C.RemoteShards(*key) if master else _C.LocalShards()
     return _services[key], not master
