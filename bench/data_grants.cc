@@ -14,14 +14,13 @@
 // independent of the dataset's size.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
-
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -46,8 +45,8 @@ Master StartMaster(const std::string& keel_bin) {
   const std::string log = "/tmp/keel_data_grants_master.log";
   std::remove(log.c_str());
   keel::SpawnOptions so;
-  so.argv = {keel_bin, "master", "--port", "0", "--token", "bench", "--nnodes", "1",
-             "--rdzv-timeout", "600"};
+  so.argv = {keel_bin,   "master", "--port",         "0",  "--token", "bench",
+             "--nnodes", "1",      "--rdzv-timeout", "600"};
   so.stdout_path = log;
   auto proc = keel::Subprocess::Spawn(so);
   if (!proc.ok()) {
@@ -141,13 +140,13 @@ class Client {
     ctx_ = Context();
     sent_ = Clock::now();
     if (mode_ == Mode::kBound) {
-      stub_->async()->GetJob(ctx_.get(), &job_req_, &job_, [this](grpc::Status s) {
+      stub_->async()->GetJob(ctx_.get(), &job_req_, &job_, [this](const grpc::Status& s) {
         Done(s);
         Get();
       });
       return;
     }
-    stub_->async()->GetShard(ctx_.get(), &get_, &grant_, [this](grpc::Status s) {
+    stub_->async()->GetShard(ctx_.get(), &get_, &grant_, [this](const grpc::Status& s) {
       Done(s);
       get_.clear_reports();
       if (!s.ok() || !grant_.granted()) return Get();
@@ -160,7 +159,7 @@ class Client {
       report_.set_grant_id(grant_.id());
       report_.set_consumed(grant_.end() - grant_.begin());
       ctx_ = Context();
-      stub_->async()->ReportShard(ctx_.get(), &report_, &ack_, [this](grpc::Status r) {
+      stub_->async()->ReportShard(ctx_.get(), &report_, &ack_, [this](const grpc::Status& r) {
         if (!r.ok()) ++errors_;
         Get();
       });
@@ -204,13 +203,13 @@ struct Result {
   long rss_kib = 0, hwm_kib = 0, errors = 0;
 };
 
-Result RunPhase(const std::string& keel_bin, int clients, double seconds, uint64_t dataset_size,
-                Mode mode) {
+Result RunPhase(const std::string& keel_bin, int clients, int connections, double seconds,
+                uint64_t dataset_size, Mode mode) {
   Master master = StartMaster(keel_bin);
   const std::string target = fmt::format("127.0.0.1:{}", master.port);
   {
-    auto stub = keel::rpc::Master::NewStub(grpc::CreateChannel(target,
-                                                               grpc::InsecureChannelCredentials()));
+    auto stub =
+        keel::rpc::Master::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
     keel::rpc::DatasetSpec spec;
     spec.set_name("bench");
     spec.set_size(dataset_size);
@@ -225,13 +224,17 @@ Result RunPhase(const std::string& keel_bin, int clients, double seconds, uint64
       std::exit(1);
     }
   }
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < connections; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt("keel.bench.connection", i);  // distinct arguments: a connection of its own
+    channels.push_back(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  }
   std::vector<std::unique_ptr<Client>> all;
   all.reserve(static_cast<size_t>(clients));
   for (int i = 0; i < clients; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("keel.bench.client", i);  // distinct arguments: a connection of its own
-    all.push_back(std::make_unique<Client>(
-        grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args), i, mode));
+    all.push_back(
+        std::make_unique<Client>(channels[static_cast<size_t>(i % connections)], i, mode));
   }
   for (auto& c : all) c->Start();
   const auto warmup = std::chrono::duration<double>(std::min(2.0, seconds / 2));
@@ -269,17 +272,21 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   CLI::App app{"keel shard service benchmark"};
-  int clients = 1000, runs = 3;
+  int clients = 1000, runs = 3, connections = 0;
   double seconds = 5;
   std::string keel_bin = "build/tools/keel/keel";
   app.add_option("--clients", clients, "Concurrent clients")->capture_default_str();
+  app.add_option("--connections", connections,
+                 "TCP connections the clients share (default: one per client)");
   app.add_option("--seconds", seconds, "Measured time per phase")->capture_default_str();
   app.add_option("--runs", runs, "Rounds of all phases (medians are reported)")
       ->capture_default_str();
   app.add_option("--keel", keel_bin, "The keel binary")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  if (clients < 1 || runs < 1 || seconds <= 0) {
-    fmt::print(stderr, "--clients, --runs and --seconds must be positive\n");
+  if (connections == 0) connections = clients;
+  if (clients < 1 || runs < 1 || seconds <= 0 || connections < 1 || connections > clients) {
+    fmt::print(stderr,
+               "--clients, --runs and --seconds must be positive, --connections 1..clients\n");
     return 2;
   }
 
@@ -297,36 +304,40 @@ int main(int argc, char** argv) {
   std::map<std::string, std::vector<Result>> results;
   for (int run = 0; run < runs; ++run) {
     for (const Phase& p : phases) {
-      Result r = RunPhase(keel_bin, clients, seconds, p.size, p.mode);
-      fmt::print("run {} {:<34} {:>9.0f}/s  p50 {:>7.0f} us  p99 {:>7.0f} us  master {:.2f} "
-                 "cores, RSS {:>6} KiB (peak {:>6})  errors {}\n",
-                 run + 1, p.name, r.per_second, r.p50_us, r.p99_us, r.master_cores, r.rss_kib,
-                 r.hwm_kib, r.errors);
+      Result r = RunPhase(keel_bin, clients, connections, seconds, p.size, p.mode);
+      fmt::print(
+          "run {} {:<34} {:>9.0f}/s  p50 {:>7.0f} us  p99 {:>7.0f} us  master {:.2f} "
+          "cores, RSS {:>6} KiB (peak {:>6})  errors {}\n",
+          run + 1, p.name, r.per_second, r.p50_us, r.p99_us, r.master_cores, r.rss_kib, r.hwm_kib,
+          r.errors);
       results[p.name].push_back(r);
     }
   }
-  fmt::print("\nmedians over {} runs, {} clients, {} s each:\n", runs, clients, seconds);
+  fmt::print("\nmedians over {} runs, {} clients on {} connections, {} s each:\n", runs, clients,
+             connections, seconds);
   auto med = [&](const std::string& name, auto field) {
     std::vector<double> v;
     for (const Result& r : results[name]) v.push_back(static_cast<double>(field(r)));
     return Median(v);
   };
   for (const Phase& p : phases) {
-    fmt::print("  {:<34} {:>9.0f}/s  p50 {:>7.0f} us  p99 {:>7.0f} us  master {:.2f} cores, "
-               "{:>6.0f} per master CPU-second, RSS {:>6.0f} KiB\n",
-               p.name, med(p.name, [](const Result& r) { return r.per_second; }),
-               med(p.name, [](const Result& r) { return r.p50_us; }),
-               med(p.name, [](const Result& r) { return r.p99_us; }),
-               med(p.name, [](const Result& r) { return r.master_cores; }),
-               med(p.name, [](const Result& r) { return r.per_second / r.master_cores; }),
-               med(p.name, [](const Result& r) { return r.rss_kib; }));
+    fmt::print(
+        "  {:<34} {:>9.0f}/s  p50 {:>7.0f} us  p99 {:>7.0f} us  master {:.2f} cores, "
+        "{:>6.0f} per master CPU-second, RSS {:>6.0f} KiB\n",
+        p.name, med(p.name, [](const Result& r) { return r.per_second; }),
+        med(p.name, [](const Result& r) { return r.p50_us; }),
+        med(p.name, [](const Result& r) { return r.p99_us; }),
+        med(p.name, [](const Result& r) { return r.master_cores; }),
+        med(p.name, [](const Result& r) { return r.per_second / r.master_cores; }),
+        med(p.name, [](const Result& r) { return r.rss_kib; }));
   }
   auto rate = [&](size_t i) {
     return med(phases[i].name, [](const Result& r) { return r.per_second; });
   };
-  fmt::print("grants/s at 10^10 records: {:.0f} with the report in the request, {:.0f} with a "
-             "separate report (goal >= 20000); vs GetJob calls/s (a sync handler): {:.2f}x\n",
-             rate(1), rate(2), rate(1) / rate(3));
+  fmt::print(
+      "grants/s at 10^10 records: {:.0f} with the report in the request, {:.0f} with a "
+      "separate report (goal >= 20000); vs GetJob calls/s (a sync handler): {:.2f}x\n",
+      rate(1), rate(2), rate(1) / rate(3));
   fmt::print("master RSS 10^10 / 10^6 records: {:.2f}x\n",
              med(phases[1].name, [](const Result& r) { return r.rss_kib; }) /
                  med(phases[0].name, [](const Result& r) { return r.rss_kib; }));

@@ -11,9 +11,9 @@
 
 #include <cstddef>
 #include <cstdio>
-#include <filesystem>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <random>
 #include <thread>
@@ -317,10 +317,9 @@ void AgentRun::StartWorkers(const rpc::JobSnapshot& snap, const rpc::WorldMember
     set("KEEL_MASTER_ADDR", o_.master);
     set("KEEL_TOKEN", o_.token);
     // The master's TLS settings, for clients in the workers (keel.data).
-    const std::pair<const char*, const std::string*> tls[] = {
-        {"KEEL_TLS_CA", &o_.tls.ca_file},
-        {"KEEL_TLS_CERT", &o_.tls.cert_file},
-        {"KEEL_TLS_KEY", &o_.tls.key_file}};
+    const std::pair<const char*, const std::string*> tls[] = {{"KEEL_TLS_CA", &o_.tls.ca_file},
+                                                              {"KEEL_TLS_CERT", &o_.tls.cert_file},
+                                                              {"KEEL_TLS_KEY", &o_.tls.key_file}};
     for (const auto& [name, path] : tls) {
       if (!path->empty()) set(name, std::filesystem::absolute(*path).string());
     }

@@ -1,6 +1,6 @@
 // ShardClient: a worker's side of the master's shard service (keel.proto: RegisterDataset,
-// AppendData, GetShard, ReportShard, SaveDataPosition, RestoreDataPosition), for C++ training programs
-// and under keel.data's Python sampler.
+// AppendData, GetShard, ReportShard, SaveDataPosition, RestoreDataPosition), for C++ training
+// programs and under keel.data's Python sampler.
 //
 //   ShardClient c(channel);                     // rpc::Channel to $KEEL_MASTER_ADDR
 //   KEEL_RETURN_IF_ERROR(c.Register(spec));

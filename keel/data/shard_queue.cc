@@ -30,9 +30,11 @@ Status DatasetSpec::Validate() const {
                                 "be off (shuffle records within a shard instead)");
   }
   if (epochs > 1) {
-    return InvalidArgumentError("dataset '" + name + "' is a stream, read once: epochs must be 1 "
+    return InvalidArgumentError("dataset '" + name +
+                                "' is a stream, read once: epochs must be 1 "
                                 "(it ends when the producer closes it) or <= 0 (unbounded), "
-                                "got " + std::to_string(epochs));
+                                "got " +
+                                std::to_string(epochs));
   }
   return OkStatus();
 }
@@ -45,8 +47,8 @@ uint64_t ShardQueue::ShardLength(uint64_t index) const {
   return std::min(spec_.shard_size, spec_.size - index * spec_.shard_size);
 }
 
-StatusOr<uint64_t> ShardQueue::Append(const std::string& partition, uint64_t begin,
-                                      uint64_t end, bool last) {
+StatusOr<uint64_t> ShardQueue::Append(const std::string& partition, uint64_t begin, uint64_t end,
+                                      bool last) {
   const std::string what = "dataset '" + spec_.name + "'";
   if (!spec_.stream) {
     return FailedPreconditionError(what + " has a fixed size; only streams take appended records");
@@ -62,11 +64,10 @@ StatusOr<uint64_t> ShardQueue::Append(const std::string& partition, uint64_t beg
   }
   auto it = partitions_.find(partition);
   if (it != partitions_.end() && begin > it->second.appended) {
-    return InvalidArgumentError(what + ", partition '" + partition + "': records " +
-                                std::to_string(it->second.appended) + "-" + std::to_string(begin) +
-                                " are missing (appended up to " +
-                                std::to_string(it->second.appended) +
-                                "; ranges of a partition must be contiguous)");
+    return InvalidArgumentError(
+        what + ", partition '" + partition + "': records " + std::to_string(it->second.appended) +
+        "-" + std::to_string(begin) + " are missing (appended up to " +
+        std::to_string(it->second.appended) + "; ranges of a partition must be contiguous)");
   }
   const bool merges = !appends_.empty() && appends_.back().first == partition;
   if (!merges && appends_.size() >= kMaxAppendBacklog && end > begin) {
@@ -257,8 +258,7 @@ Status ShardQueue::Restore(const Position& p) {
   }
   for (const ShardRef& r : p.pending) {
     if (!r.partition.empty() || r.epoch < 0 || (Bounded() && r.epoch >= spec_.epochs) ||
-        r.index >= num_shards_ ||
-        r.offset >= ShardLength(r.index)) {
+        r.index >= num_shards_ || r.offset >= ShardLength(r.index)) {
       return bad("pending shard " + std::to_string(r.index) + " of epoch " +
                  std::to_string(r.epoch) + " at offset " + std::to_string(r.offset));
     }

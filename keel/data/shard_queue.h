@@ -43,7 +43,7 @@ struct DatasetSpec {
   int64_t epochs = 1;       // <= 0: unbounded; a stream: 1 (ends when closed) or <= 0
   bool shuffle = false;     // shard order per epoch (records within a shard: the client's job)
   uint64_t seed = 0;
-  bool stream = false;      // no fixed size: records come from Append
+  bool stream = false;  // no fixed size: records come from Append
 
   Status Validate() const;
   bool operator==(const DatasetSpec&) const = default;
@@ -82,7 +82,7 @@ struct Grant {
 struct Position {
   int64_t epoch = 0;
   uint64_t cursor = 0;
-  std::vector<ShardRef> pending;  // in the order they are handed out again
+  std::vector<ShardRef> pending;            // in the order they are handed out again
   std::vector<PartitionOffset> partitions;  // streams only, by name
   bool operator==(const Position&) const = default;
 };
@@ -98,8 +98,7 @@ class ShardQueue {
   // contiguous (a gap is INVALID_ARGUMENT); records appended before are skipped, so a
   // producer may repeat itself. `last` closes the stream (it finishes once all is consumed).
   // Returns the number of new records.
-  StatusOr<uint64_t> Append(const std::string& partition, uint64_t begin, uint64_t end,
-                            bool last);
+  StatusOr<uint64_t> Append(const std::string& partition, uint64_t begin, uint64_t end, bool last);
 
   // The next shard for `worker`, or nullopt when none is available now (every epoch handed
   // out, or a stream's appended records all handed out).

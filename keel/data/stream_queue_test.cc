@@ -146,6 +146,7 @@ TEST(StreamQueue, ExactlyOnceWhileAProducerAppendsThroughDeathsRollbacksAndNewMa
     uint64_t pos = 0;
   };
   std::vector<Worker> workers;
+  workers.reserve(6);
   int next_worker = 0;
   for (int i = 0; i < 6; ++i) workers.push_back({"w" + std::to_string(next_worker++)});
   std::vector<std::pair<std::string, uint64_t>> history;

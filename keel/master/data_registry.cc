@@ -12,8 +12,8 @@ std::string Describe(const data::DatasetSpec& s) {
            (s.epochs > 0 ? "ending when closed" : "unbounded");
   }
   return "size " + std::to_string(s.size) + ", shard size " + std::to_string(s.shard_size) + ", " +
-          (s.epochs > 0 ? std::to_string(s.epochs) : std::string("unbounded")) + " epoch(s), shuffle " + (s.shuffle ? "on" : "off") + ", seed " +
-         std::to_string(s.seed);
+         (s.epochs > 0 ? std::to_string(s.epochs) : std::string("unbounded")) +
+         " epoch(s), shuffle " + (s.shuffle ? "on" : "off") + ", seed " + std::to_string(s.seed);
 }
 
 }  // namespace

@@ -186,18 +186,18 @@ namespace {
 // channel, read it: every appended record reaches exactly one consumer, and the stream ends
 // for all of them once the producer closes it and everything is consumed.
 TEST_F(DataServiceTest, ProducerAppendsToAStreamWhileConsumersRead) {
-  const uint64_t kPerPartition = 100'000;
+  constexpr uint64_t kPerPartition = 100'000;
   auto setup = Connect();
   data::ShardClient admin(setup.get());
-  ASSERT_TRUE(admin.Register({.name = "clicks", .shard_size = 700, .epochs = 1, .stream = true})
-                  .ok());
+  ASSERT_TRUE(
+      admin.Register({.name = "clicks", .shard_size = 700, .epochs = 1, .stream = true}).ok());
   EXPECT_EQ(admin.Append("nope", "p", 0, 1).status().code(), StatusCode::kNotFound);
   ASSERT_TRUE(admin.Register({.name = "fixed", .size = 10, .shard_size = 5}).ok());
   Status fixed = admin.Append("fixed", "p", 0, 1).status();
   EXPECT_EQ(fixed.code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(fixed.message().find("only streams take appended records"), std::string::npos);
 
-  std::thread producer([this, kPerPartition] {
+  std::thread producer([this] {
     auto channel = Connect();
     data::ShardClient c(channel.get());
     std::mt19937_64 rng(5);
@@ -218,6 +218,7 @@ TEST_F(DataServiceTest, ProducerAppendsToAStreamWhileConsumersRead) {
   });
   std::vector<std::vector<std::pair<std::string, uint64_t>>> seen(4);
   std::vector<std::thread> consumers;
+  consumers.reserve(4);
   for (int w = 0; w < 4; ++w) {
     consumers.emplace_back([this, w, &seen] {
       auto channel = Connect();

@@ -313,14 +313,12 @@ grpc::ServerUnaryReactor* MasterService::GetShard(grpc::CallbackServerContext* c
 }
 
 grpc::ServerUnaryReactor* MasterService::ReportShard(grpc::CallbackServerContext* context,
-                                                     const rpc::ShardProgress* request,
-                                                     rpc::Ack*) {
+                                                     const rpc::ShardProgress* request, rpc::Ack*) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish([&]() -> grpc::Status {
     KEEL_AUTHORIZE(context);
     MutexLock lock(&mu_);
-    return rpc::ToGrpc(
-        data_.Report(request->dataset(), request->grant_id(), request->consumed()));
+    return rpc::ToGrpc(data_.Report(request->dataset(), request->grant_id(), request->consumed()));
   }());
   return reactor;
 }

@@ -23,9 +23,8 @@ namespace keel::master {
 
 // The shard hot path (GetShard, ReportShard) uses gRPC's callback API: the handlers never
 // block, so they run on gRPC's own threads without a hand-off to the sync server's pool.
-using MasterServiceBase =
-    rpc::Master::WithCallbackMethod_GetShard<rpc::Master::WithCallbackMethod_ReportShard<
-        rpc::Master::Service>>;
+using MasterServiceBase = rpc::Master::WithCallbackMethod_GetShard<
+    rpc::Master::WithCallbackMethod_ReportShard<rpc::Master::Service>>;
 
 class MasterService final : public MasterServiceBase {
  public:

@@ -69,12 +69,14 @@ PositionTuple ToTuple(const data::Position& p) {
     pending.emplace_back(r.epoch, r.index, r.offset, r.partition, r.begin, r.end);
   }
   PartitionList partitions;
-  for (const data::PartitionOffset& o : p.partitions) partitions.emplace_back(o.partition, o.offset);
+  for (const data::PartitionOffset& o : p.partitions)
+    partitions.emplace_back(o.partition, o.offset);
   return {p.epoch, p.cursor, std::move(pending), std::move(partitions)};
 }
 
 data::Position FromTuple(const PositionTuple& t) {
-  data::Position p{.epoch = std::get<0>(t), .cursor = std::get<1>(t), .pending = Refs(std::get<2>(t))};
+  data::Position p{
+      .epoch = std::get<0>(t), .cursor = std::get<1>(t), .pending = Refs(std::get<2>(t))};
   for (const auto& [name, offset] : std::get<3>(t)) p.partitions.push_back({name, offset});
   return p;
 }
@@ -84,10 +86,10 @@ class RemoteShards {
  public:
   RemoteShards(const std::string& target, const std::string& token, const std::string& ca,
                const std::string& cert, const std::string& key) {
-    channel_ = ValueOrThrow(rpc::Channel::Create(
-        {.target = target,
-         .token = token,
-         .tls = {.cert_file = cert, .key_file = key, .ca_file = ca}}));
+    channel_ = ValueOrThrow(
+        rpc::Channel::Create({.target = target,
+                              .token = token,
+                              .tls = {.cert_file = cert, .key_file = key, .ca_file = ca}}));
     client_ = std::make_unique<data::ShardClient>(channel_.get());
   }
   void Register(const data::DatasetSpec& spec) {
@@ -185,9 +187,8 @@ py::class_<T> BindService(py::module_& m, const char* name, const char* doc) {
   c.def(
        "register",
        [](T& s, const std::string& name, uint64_t size, uint64_t shard_size, int64_t epochs,
-          bool shuffle, uint64_t seed, bool stream) {
-         s.Register(Spec(name, size, shard_size, epochs, shuffle, seed, stream));
-       },
+          bool shuffle, uint64_t seed,
+          bool stream) { s.Register(Spec(name, size, shard_size, epochs, shuffle, seed, stream)); },
        py::arg("name"), py::arg("size"), py::arg("shard_size"), py::arg("epochs"),
        py::arg("shuffle"), py::arg("seed"), py::arg("stream") = false)
       .def("append", &T::Append, py::arg("dataset"), py::arg("partition"), py::arg("begin"),
