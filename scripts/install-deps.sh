@@ -23,6 +23,8 @@ PACKAGES=(
   libhwy-dev
   # --- unit tests and benchmarks ---
   libgtest-dev libgmock-dev libbenchmark-dev
+  # --- optimizer reproductions (bench/optim_*): a real text corpus and the digits dataset ---
+  fortunes python3-sklearn
   # --- python/keel: the _C extension, DLPack tensor exchange, PyTorch and its tests ---
   python3 python3-dev pybind11-dev libdlpack-dev
   python3-torch python3-numpy python3-pytest
