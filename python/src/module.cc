@@ -6,6 +6,7 @@
 #include "data_functions.h"
 #include "keel/common/build_info.h"
 #include "keel/common/logging.h"
+#include "optim_functions.h"
 #include "status_exception.h"
 #include "tensor_functions.h"
 
@@ -29,4 +30,5 @@ PYBIND11_MODULE(_C, m) {
   keel::python::BindTensorFunctions(m);
   keel::python::BindCkptFunctions(m);
   keel::python::BindDataFunctions(m);
+  keel::python::BindOptimFunctions(m);
 }
