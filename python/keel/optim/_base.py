@@ -133,14 +133,14 @@ class KeelOptimizer(torch.optim.Optimizer):
             p.copy_(view.reshape(p.shape))
 
     def load_state_dict(self, state_dict):
-        # torch casts floating-point state to the parameter's dtype; keel keeps float32 state
-        # for bfloat16 parameters, so put the saved values back at full precision.
+        # torch casts every state tensor to the parameter's dtype; keel keeps float32 state
+        # for bfloat16 parameters (and uint8 row flags), so put the saved values back as saved.
         saved = state_dict["state"]
         super().load_state_dict(state_dict)
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for i, p in zip(ids, params):
             for key, value in saved.get(i, {}).items():
-                if torch.is_tensor(value) and value.is_floating_point():
-                    self.state[p][key] = value.to(device=p.device, dtype=torch.float32).clone()
+                if torch.is_tensor(value):
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 

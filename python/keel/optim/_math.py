@@ -66,8 +66,8 @@ def _group_solve(w, z, l1, denom, threshold):
     u = z.clamp(-l1, l1) - z
     norm = u.norm(dim=1, keepdim=True)
     keep = norm > threshold
-    scale = torch.where(keep, 1 - threshold / norm.clamp(min=1e-38), torch.zeros_like(norm))
-    w.copy_(scale * u / denom)
+    scale = 1 - threshold / norm.clamp(min=1e-38)
+    w.copy_(torch.where(keep, scale * u / denom, torch.zeros_like(u)))
 
 
 def group_adam(w, g, slots, step, o, first):
