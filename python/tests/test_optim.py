@@ -427,6 +427,24 @@ def test_cpp_and_torch_paths_agree_on_bfloat16(cls, kw):
     assert_close(a, b, rtol=2e-2, atol=2e-2)  # one bfloat16 ulp where float32 rounding differs
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("cls,kw", ALL, ids=lambda x: getattr(x, "__name__", ""))
+def test_sparse_gradient_over_every_row_equals_the_dense_update(cls, kw, impl):
+    torch.manual_seed(10)
+    w0 = torch.randn(12, 5)
+    dense, sparse = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    opt_d, opt_s = cls([dense], impl=impl, **kw), cls([sparse], impl=impl, **kw)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        grad = torch.randn(12, 5, generator=g)
+        dense.grad = grad.clone()
+        perm = torch.randperm(12, generator=g)  # uncoalesced order: the optimizer sorts it out
+        sparse.grad = torch.sparse_coo_tensor(perm[None], grad[perm], (12, 5))
+        opt_d.step()
+        opt_s.step()
+    assert torch.equal(dense, sparse)
+
+
 def test_bfloat16_parameters_keep_float32_state_and_follow_float32_math():
     torch.manual_seed(9)
     p = torch.nn.Parameter(torch.randn(300).bfloat16())
