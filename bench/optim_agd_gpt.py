@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """AGD vs AdamW on a small character-level GPT trained on a real corpus (Debian's `fortunes`).
 
-    PYTHONPATH=build/python /usr/bin/python3 bench/optim_agd_gpt.py [--steps 1500] [--seeds 2]
+    PYTHONPATH=build/python /usr/bin/python3 bench/optim_agd_gpt.py [--steps 1200] [--seeds 2]
 
 Model: 2 transformer blocks, 4 heads, width 64, context 64 (~0.1M parameters); batch 32;
 linear warmup then cosine decay to 0.1x; betas (0.9, 0.95); weight decay 0.1 on matrices;
@@ -121,15 +121,15 @@ def run(name, lr, seed, args, train, val_batches, vocab):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--ctx", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="runs in parallel")
     ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--adamw-lrs", default="1e-3,3e-3")
-    ap.add_argument("--agd-lrs", default="3e-4,1e-3,3e-3")
+    ap.add_argument("--adamw-lrs", default="3e-3,1e-2,3e-2")
+    ap.add_argument("--agd-lrs", default="1e-3,3e-3,1e-2")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train, val, vocab = load_corpus()

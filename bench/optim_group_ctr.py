@@ -10,7 +10,8 @@ Bernoulli(sigmoid(sum of the 8 effects - 1)). 500,000 training samples seen once
 100,000 test samples. Model: the 8 field embeddings concatenated -> MLP 64-32-1.
 Embeddings: torch.optim.SparseAdam (the Adam baseline), or keel.optim.GroupAdam with l21 on a
 log grid (sparse gradients, lazy rows); the MLP uses torch.optim.Adam in every run.
-Printed per optimizer: test AUC and log loss (mean ± std over seeds), fraction of embedding
+Printed per optimizer: test AUC (mean ± std over seeds, and the paired per-seed difference
+from Adam — seeds differ in data, so the paired difference is the sharp comparison), log loss, fraction of embedding
 rows exactly zero, the share of those that are truly uninformative ids, and Adam with its
 smallest-norm rows pruned to the same sparsity. The talk claims 80%+ compression without loss.
 """
@@ -115,7 +116,7 @@ def main():
     ap.add_argument("--test", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--l21", default="1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1")
+    ap.add_argument("--l21", default="3e-5,1e-4,3e-4,1e-3,2e-3,3e-3,1e-2")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     args = ap.parse_args()
     grid = [float(x) for x in args.l21.split(",")]
@@ -146,26 +147,28 @@ def main():
     adam_auc = stat([results[("Adam", s)]["auc"] for s in seeds])
     print(f"\n{FIELDS} fields x {IDS} ids, dim {DIM}, {args.train:,} train / {args.test:,} test, "
           f"{args.seeds} seeds, embedding lr {args.lr:g}")
-    print(f"{'embedding optimizer':22} {'test AUC':>17} {'log loss':>8} {'rows zero':>10} "
-          f"{'of them noise':>13} {'Adam pruned to same':>20}")
+    print(f"{'embedding optimizer':22} {'test AUC':>17} {'AUC - Adam (paired)':>20} "
+          f"{'log loss':>8} {'rows zero':>10} {'of them noise':>13} {'Adam pruned to same':>20}")
     ll = stat([results[("Adam", s)]["logloss"] for s in seeds])
-    print(f"{'Adam (SparseAdam)':22} {adam_auc[0]:.4f} ± {adam_auc[1]:.4f} {ll[0]:8.4f} "
-          f"{0:9.1%} {'-':>13} {'-':>20}")
+    print(f"{'Adam (SparseAdam)':22} {adam_auc[0]:.4f} ± {adam_auc[1]:.4f} {'-':>20} "
+          f"{ll[0]:8.4f} {0:9.1%} {'-':>13} {'-':>20}")
     best = None
     for l21 in grid:
         auc = stat([results[(l21, s)]["auc"] for s in seeds])
         ll = stat([results[(l21, s)]["logloss"] for s in seeds])
         sp = stat([results[(l21, s)]["sparsity"] for s in seeds])
         prec = stat([results[(l21, s)]["precision"] for s in seeds])
+        delta = stat([results[(l21, s)]["auc"] - results[("Adam", s)]["auc"] for s in seeds])
         key = round(sp[0], 4)
         pruned = stat([results[("Adam", s)]["pruned"][key] for s in seeds])
         print(f"{'GroupAdam l21=' + format(l21, 'g'):22} {auc[0]:.4f} ± {auc[1]:.4f} "
-              f"{ll[0]:8.4f} {sp[0]:9.1%} {prec[0]:12.1%} {pruned[0]:11.4f} ± {pruned[1]:.4f}")
-        if auc[0] >= adam_auc[0] - 0.002 and (best is None or sp[0] > best[1]):
-            best = (l21, sp[0], auc[0])
+              f"{delta[0]:+12.4f} ± {delta[1]:.4f} {ll[0]:8.4f} {sp[0]:9.1%} {prec[0]:12.1%} "
+              f"{pruned[0]:11.4f} ± {pruned[1]:.4f}")
+        if delta[0] >= -0.002 and (best is None or sp[0] > best[1]):
+            best = (l21, sp[0], delta[0])
     if best:
-        print(f"\nat equal AUC (within 0.002 of Adam's {adam_auc[0]:.4f}): GroupAdam l21={best[0]:g}"
-              f" zeroes {best[1]:.1%} of embedding rows (AUC {best[2]:.4f})")
+        print(f"\nat equal AUC (paired difference within 0.002 of Adam's): GroupAdam "
+              f"l21={best[0]:g} zeroes {best[1]:.1%} of embedding rows (AUC {best[2]:+.4f})")
     else:
         print("\nno l21 on the grid kept AUC within 0.002 of Adam's")
 

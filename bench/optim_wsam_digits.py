@@ -27,6 +27,7 @@ CONFIGS = [
     ("SGD", None),
     ("SAM rho=0.05", dict(rho=0.05, gamma=0.5, decouple=False)),
     ("SAM rho=0.1", dict(rho=0.1, gamma=0.5, decouple=False)),
+    ("SAM rho=0.2", dict(rho=0.2, gamma=0.5, decouple=False)),
     ("WSAM g=0.9 rho=0.05", dict(rho=0.05, gamma=0.9)),
     ("WSAM g=0.9 rho=0.1", dict(rho=0.1, gamma=0.9)),
     ("WSAM g=0.9 rho=0.2", dict(rho=0.2, gamma=0.9)),
@@ -106,6 +107,10 @@ def run(config, seed, args):
     return acc, sharpness(model, xtr, ytr, 0.1)
 
 
+def sd(values):
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=5)
@@ -131,8 +136,8 @@ def main():
         acc = [results[(name, s)][0] for s in range(args.seeds)]
         sh = [results[(name, s)][1] for s in range(args.seeds)]
         wins = sum(a > b for a, b in zip(acc, base))
-        print(f"{name:22} {100 * statistics.mean(acc):12.2f} ± {100 * statistics.stdev(acc):.2f}%"
-              f" {statistics.mean(sh):14.4f} ± {statistics.stdev(sh):.4f}"
+        print(f"{name:22} {100 * statistics.mean(acc):12.2f} ± {100 * sd(acc):.2f}%"
+              f" {statistics.mean(sh):14.4f} ± {sd(sh):.4f}"
               + ("" if name == "SGD" else f"   beats SGD on {wins}/{args.seeds} seeds"))
 
 

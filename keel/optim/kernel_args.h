@@ -35,9 +35,9 @@ struct AdamWArgs {
 };
 
 struct AGDArgs {
-  Buffers buf;            // s0 m, s1 b, s2 b_max (amsgrad), s3 z (win)
-  float decay;            // multiplies p (1 when coupled or win)
-  float coupled_decay;    // added to g as coupled_decay * p (0 when decoupled)
+  Buffers buf;          // s0 m, s1 b, s2 b_max (amsgrad), s3 z (win)
+  float decay;          // multiplies p (1 when coupled or win)
+  float coupled_decay;  // added to g as coupled_decay * p (0 when decoupled)
   float beta1, one_minus_beta1, beta2, one_minus_beta2;
   float inv_bc1, inv_bc1_prev;  // 1/bc1_t, 1/bc1_{t-1}
   bool first;                   // t == 1: s = m / bc1

@@ -138,8 +138,7 @@ Status Validate(const GroupFtrlOptions& o);
 
 Status AdamWStep(const AdamWOptions& o, std::span<const DenseTensor> tensors, ThreadPool* pool);
 Status AGDStep(const AGDOptions& o, std::span<const DenseTensor> tensors, ThreadPool* pool);
-Status AdagradStep(const AdagradOptions& o, std::span<const DenseTensor> tensors,
-                   ThreadPool* pool);
+Status AdagradStep(const AdagradOptions& o, std::span<const DenseTensor> tensors, ThreadPool* pool);
 // Group optimizers: each row of a [num_rows, dim] tensor is one group.
 Status GroupAdamStep(const GroupAdamOptions& o, std::span<const SparseRows> tensors,
                      ThreadPool* pool);

@@ -43,7 +43,8 @@ Status Validate(const AGDOptions& o) {
 Status Validate(const AdagradOptions& o) {
   KEEL_RETURN_IF_ERROR(Check(o.lr >= 0, "Adagrad", "lr", o.lr, ">= 0"));
   KEEL_RETURN_IF_ERROR(Check(o.lr_decay >= 0, "Adagrad", "lr_decay", o.lr_decay, ">= 0"));
-  KEEL_RETURN_IF_ERROR(Check(o.weight_decay >= 0, "Adagrad", "weight_decay", o.weight_decay, ">= 0"));
+  KEEL_RETURN_IF_ERROR(
+      Check(o.weight_decay >= 0, "Adagrad", "weight_decay", o.weight_decay, ">= 0"));
   KEEL_RETURN_IF_ERROR(Check(o.eps >= 0, "Adagrad", "eps", o.eps, ">= 0"));
   return OkStatus();
 }
@@ -64,7 +65,8 @@ Status Validate(const GroupFtrlOptions& o) {
   KEEL_RETURN_IF_ERROR(Check(o.l1 >= 0, "GroupFTRL", "l1", o.l1, ">= 0"));
   KEEL_RETURN_IF_ERROR(Check(o.l2 >= 0, "GroupFTRL", "l2", o.l2, ">= 0"));
   KEEL_RETURN_IF_ERROR(Check(o.l21 >= 0, "GroupFTRL", "l21", o.l21, ">= 0"));
-  KEEL_RETURN_IF_ERROR(Check(o.l2_shrinkage >= 0, "GroupFTRL", "l2_shrinkage", o.l2_shrinkage, ">= 0"));
+  KEEL_RETURN_IF_ERROR(
+      Check(o.l2_shrinkage >= 0, "GroupFTRL", "l2_shrinkage", o.l2_shrinkage, ">= 0"));
   return OkStatus();
 }
 

@@ -182,10 +182,8 @@ bool GroupAdamRowImpl(const internal::GroupAdamArgs& a, bool first) {
       const auto m = hn::Add(hn::Mul(b1, LoadF(d, a.buf.s0 + i)), hn::Mul(omb1, g));
       const auto v_old = LoadF(d, a.buf.s1 + i);
       const auto v = hn::Add(hn::Mul(b2, v_old), hn::Mul(hn::Mul(omb2, g), g));
-      const auto sigma =
-          first ? hn::Add(hn::Sqrt(v), eps) : hn::Sub(hn::Sqrt(v), hn::Sqrt(v_old));
-      const auto z =
-          hn::Sub(hn::Add(LoadF(d, a.buf.s2 + i), hn::Mul(alpha, m)), hn::Mul(sigma, w));
+      const auto sigma = first ? hn::Add(hn::Sqrt(v), eps) : hn::Sub(hn::Sqrt(v), hn::Sqrt(v_old));
+      const auto z = hn::Sub(hn::Add(LoadF(d, a.buf.s2 + i), hn::Mul(alpha, m)), hn::Mul(sigma, w));
       StoreF(d, m, a.buf.s0 + i);
       StoreF(d, v, a.buf.s1 + i);
       StoreF(d, z, a.buf.s2 + i);

@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
+#include <bit>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -89,7 +89,7 @@ Case MakeCase(size_t n, Values kind, Storage param_type, Storage grad_type, uint
 // Equal bit patterns, or both NaN.
 bool Same(float a, float b) {
   if (std::isnan(a) && std::isnan(b)) return true;
-  return std::memcmp(&a, &b, sizeof(float)) == 0;
+  return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
 }
 
 void ExpectBitIdentical(const Case& want, const Case& got, const std::string& what) {
@@ -145,9 +145,9 @@ void CheckElementwise(const std::vector<Args>& configs,
               simd(a, 0, static_cast<int64_t>(n / 3));
               simd(a, static_cast<int64_t>(n / 3), static_cast<int64_t>(n));
             }
-            ExpectBitIdentical(want, got,
-                               target + " n=" + std::to_string(n) + " seed=" +
-                                   std::to_string(seed - 1));
+            ExpectBitIdentical(
+                want, got,
+                target + " n=" + std::to_string(n) + " seed=" + std::to_string(seed - 1));
             if (::testing::Test::HasFatalFailure()) return;
           }
         }
@@ -243,7 +243,11 @@ TEST(SimdKernels, GroupFtrlMatchesReference) {
   std::vector<internal::GroupFtrlArgs> configs;
   for (float power : {-0.5f, -0.3f}) {
     for (float l21 : {0.0f, 1e-3f, 10.0f}) {
-      GroupFtrlOptions o{.lr = 0.05f, .lr_power = power, .l1 = 1e-3f, .l2 = 1e-3f, .l21 = l21,
+      GroupFtrlOptions o{.lr = 0.05f,
+                         .lr_power = power,
+                         .l1 = 1e-3f,
+                         .l2 = 1e-3f,
+                         .l21 = l21,
                          .l2_shrinkage = 1e-3f};
       configs.push_back(internal::MakeArgs(o, 1));
     }

@@ -80,9 +80,9 @@ Status CheckRows(const SparseRows& t, const char* optimizer) {
   }
   auto dup = std::adjacent_find(sorted.begin(), sorted.end());
   if (dup != sorted.end()) {
-    return InvalidArgumentError(fmt::format(
-        "{}: row {} appears twice in one sparse update (coalesce the gradient first)", optimizer,
-        *dup));
+    return InvalidArgumentError(
+        fmt::format("{}: row {} appears twice in one sparse update (coalesce the gradient first)",
+                    optimizer, *dup));
   }
   return OkStatus();
 }

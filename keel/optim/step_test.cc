@@ -27,9 +27,11 @@ struct Dense {
     for (auto& x : s) x.assign(n, 0.0f);
   }
   DenseTensor tensor(int64_t step) {
-    return DenseTensor{.param = p.data(), .grad = g.data(),
+    return DenseTensor{.param = p.data(),
+                       .grad = g.data(),
                        .slots = {s[0].data(), s[1].data(), s[2].data(), s[3].data()},
-                       .n = static_cast<int64_t>(p.size()), .step = step};
+                       .n = static_cast<int64_t>(p.size()),
+                       .step = step};
   }
 };
 
@@ -80,7 +82,8 @@ TEST(OptimStep, BadInputIsRejectedAndNothingWritten) {
   rejected(AGDStep(AGDOptions{.delta = 0.0f}, t, nullptr), "delta");
   rejected(AdamWStep(AdamWOptions{.eps = NAN}, t, nullptr), "eps");
   rejected(AdamWStep(AdamWOptions{.amsgrad = true},
-                     std::vector<DenseTensor>{{.param = d.p.data(), .grad = d.g.data(),
+                     std::vector<DenseTensor>{{.param = d.p.data(),
+                                               .grad = d.g.data(),
                                                .slots = {d.s[0].data(), d.s[1].data()},
                                                .n = 64}},
                      nullptr),
@@ -92,9 +95,13 @@ TEST(OptimStep, BadInputIsRejectedAndNothingWritten) {
 
   std::vector<uint8_t> row_flags(16);
   auto rows_update = [&](std::vector<int64_t> rows) {
-    SparseRows r{.param = d.p.data(), .grad = d.g.data(),
+    SparseRows r{.param = d.p.data(),
+                 .grad = d.g.data(),
                  .slots = {d.s[0].data(), d.s[1].data(), d.s[2].data()},
-                 .row_flags = row_flags.data(), .num_rows = 16, .dim = 4, .rows = rows.data(),
+                 .row_flags = row_flags.data(),
+                 .num_rows = 16,
+                 .dim = 4,
+                 .rows = rows.data(),
                  .num_touched = static_cast<int64_t>(rows.size())};
     return GroupAdamStep(GroupAdamOptions{}, std::vector<SparseRows>{r}, nullptr);
   };
@@ -118,12 +125,17 @@ TEST(OptimStep, GroupAdamWithoutPenaltyIsLazyAdam) {
       if (rng() % 3 == 0) touched.push_back(r);
     }
     std::vector<float> g = Random(touched.size() * dim, 1000 + step);
-    SparseRows t{.param = w.data(), .grad = g.data(), .slots = {m.data(), v.data(), z.data()},
-                 .row_flags = flags.data(), .num_rows = rows, .dim = dim, .rows = touched.data(),
-                 .num_touched = static_cast<int64_t>(touched.size()), .step = step};
+    SparseRows t{.param = w.data(),
+                 .grad = g.data(),
+                 .slots = {m.data(), v.data(), z.data()},
+                 .row_flags = flags.data(),
+                 .num_rows = rows,
+                 .dim = dim,
+                 .rows = touched.data(),
+                 .num_touched = static_cast<int64_t>(touched.size()),
+                 .step = step};
     ASSERT_TRUE(GroupAdamStep(o, std::vector<SparseRows>{t}, nullptr).ok());
-    const double alpha =
-        o.lr * std::sqrt(1 - std::pow(0.999, step)) / (1 - std::pow(0.9, step));
+    const double alpha = o.lr * std::sqrt(1 - std::pow(0.999, step)) / (1 - std::pow(0.9, step));
     for (size_t k = 0; k < touched.size(); ++k) {
       for (int64_t j = 0; j < dim; ++j) {
         const size_t i = touched[k] * dim + j;
@@ -144,10 +156,14 @@ TEST(OptimStep, GroupTestZeroesExactlyTheRowsBelowThreshold) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < dim; ++j) g[r * dim + j] = 0.1f * r;
   }
-  // FTRL from w = 0: z = g, u = -g, |u| = 0.1 r sqrt(dim); threshold l21 sqrt(dim) = 0.25 sqrt(dim).
+  // FTRL from w = 0: z = g, u = -g, |u| = 0.1 r sqrt(dim); threshold l21 sqrt(dim) = 0.25
+  // sqrt(dim).
   const GroupFtrlOptions o{.lr = 0.1f, .l21 = 0.25f};
-  SparseRows t{.param = w.data(), .grad = g.data(), .slots = {n.data(), z.data()},
-               .num_rows = rows, .dim = dim};
+  SparseRows t{.param = w.data(),
+               .grad = g.data(),
+               .slots = {n.data(), z.data()},
+               .num_rows = rows,
+               .dim = dim};
   ASSERT_TRUE(GroupFtrlStep(o, std::vector<SparseRows>{t}, nullptr).ok());
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < dim; ++j) {

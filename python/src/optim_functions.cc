@@ -83,7 +83,7 @@ Entry Borrow(const py::tuple& t) {
       e.slots.emplace_back();
       continue;
     }
-    e.slots.push_back(ValueOrThrow(BorrowedTensor::From(s)));
+    e.slots.emplace_back(ValueOrThrow(BorrowedTensor::From(s)));
     const TensorView& v = e.slots.back()->view();
     CheckCpuContiguous(v, "optimizer state");
     if (v.dtype != DType::kFloat32 || v.numel() != e.param.view().numel()) {
@@ -120,11 +120,16 @@ optim::DenseTensor Dense(const Entry& e) {
   const TensorView& p = e.param.view();
   const TensorView& g = e.grad.view();
   if (g.numel() != p.numel()) {
-    throw py::value_error(fmt::format("gradient has {} elements, parameter {}", g.numel(),
-                                      p.numel()));
+    throw py::value_error(
+        fmt::format("gradient has {} elements, parameter {}", g.numel(), p.numel()));
   }
-  return {.param = p.data, .param_dtype = p.dtype, .grad = g.data, .grad_dtype = g.dtype,
-          .slots = Slots(e), .n = p.numel(), .step = e.step};
+  return {.param = p.data,
+          .param_dtype = p.dtype,
+          .grad = g.data,
+          .grad_dtype = g.dtype,
+          .slots = Slots(e),
+          .n = p.numel(),
+          .step = e.step};
 }
 
 // A parameter as [rows, row size]: shape[0] rows (a 0-d tensor is one row of one element).
@@ -133,17 +138,22 @@ optim::SparseRows Rows(const Entry& e) {
   const TensorView& g = e.grad.view();
   const int64_t num_rows = p.shape.empty() ? 1 : p.shape[0];
   const int64_t dim = num_rows == 0 ? 0 : p.numel() / num_rows;
-  optim::SparseRows r{.param = p.data, .param_dtype = p.dtype, .grad = g.data,
-                      .grad_dtype = g.dtype, .slots = Slots(e), .num_rows = num_rows,
-                      .dim = dim, .step = e.step};
+  optim::SparseRows r{.param = p.data,
+                      .param_dtype = p.dtype,
+                      .grad = g.data,
+                      .grad_dtype = g.dtype,
+                      .slots = Slots(e),
+                      .num_rows = num_rows,
+                      .dim = dim,
+                      .step = e.step};
   int64_t touched = num_rows;
   if (e.rows) {
     r.rows = static_cast<const int64_t*>(e.rows->view().data);
     r.num_touched = touched = e.rows->view().numel();
   }
   if (g.numel() != touched * dim) {
-    throw py::value_error(fmt::format("gradient has {} elements; {} rows of {} need {}",
-                                      g.numel(), touched, dim, touched * dim));
+    throw py::value_error(fmt::format("gradient has {} elements; {} rows of {} need {}", g.numel(),
+                                      touched, dim, touched * dim));
   }
   if (e.row_flags) {
     if (e.row_flags->view().numel() != num_rows) {
@@ -173,7 +183,10 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
   if (kind == "adamw") {
     optim::AdamWOptions o;
     ReadOptions("AdamW", options,
-                {{"lr", &o.lr}, {"beta1", &o.beta1}, {"beta2", &o.beta2}, {"eps", &o.eps},
+                {{"lr", &o.lr},
+                 {"beta1", &o.beta1},
+                 {"beta2", &o.beta2},
+                 {"eps", &o.eps},
                  {"weight_decay", &o.weight_decay}},
                 {{"amsgrad", &o.amsgrad}});
     py::gil_scoped_release release;
@@ -182,17 +195,25 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
   } else if (kind == "agd") {
     optim::AGDOptions o;
     ReadOptions("AGD", options,
-                {{"lr", &o.lr}, {"beta1", &o.beta1}, {"beta2", &o.beta2}, {"delta", &o.delta},
-                 {"weight_decay", &o.weight_decay}, {"clip", &o.clip}},
-                {{"weight_decouple", &o.weight_decouple}, {"fixed_decay", &o.fixed_decay},
-                 {"amsgrad", &o.amsgrad}, {"win", &o.win}});
+                {{"lr", &o.lr},
+                 {"beta1", &o.beta1},
+                 {"beta2", &o.beta2},
+                 {"delta", &o.delta},
+                 {"weight_decay", &o.weight_decay},
+                 {"clip", &o.clip}},
+                {{"weight_decouple", &o.weight_decouple},
+                 {"fixed_decay", &o.fixed_decay},
+                 {"amsgrad", &o.amsgrad},
+                 {"win", &o.win}});
     py::gil_scoped_release release;
     status = optim::AGDStep(o, dense, Pool());
     if (status.ok()) status = optim::AGDSparseStep(o, rows, Pool());
   } else if (kind == "adagrad") {
     optim::AdagradOptions o;
     ReadOptions("Adagrad", options,
-                {{"lr", &o.lr}, {"lr_decay", &o.lr_decay}, {"weight_decay", &o.weight_decay},
+                {{"lr", &o.lr},
+                 {"lr_decay", &o.lr_decay},
+                 {"weight_decay", &o.weight_decay},
                  {"eps", &o.eps}},
                 {});
     py::gil_scoped_release release;
@@ -201,16 +222,25 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
   } else if (kind == "group_adam") {
     optim::GroupAdamOptions o;
     ReadOptions("GroupAdam", options,
-                {{"lr", &o.lr}, {"beta1", &o.beta1}, {"beta2", &o.beta2}, {"eps", &o.eps},
-                 {"l1", &o.l1}, {"l2", &o.l2}, {"l21", &o.l21}},
+                {{"lr", &o.lr},
+                 {"beta1", &o.beta1},
+                 {"beta2", &o.beta2},
+                 {"eps", &o.eps},
+                 {"l1", &o.l1},
+                 {"l2", &o.l2},
+                 {"l21", &o.l21}},
                 {});
     py::gil_scoped_release release;
     status = optim::GroupAdamStep(o, rows, Pool());
   } else if (kind == "group_ftrl") {
     optim::GroupFtrlOptions o;
     ReadOptions("GroupFTRL", options,
-                {{"lr", &o.lr}, {"lr_power", &o.lr_power}, {"l1", &o.l1}, {"l2", &o.l2},
-                 {"l21", &o.l21}, {"l2_shrinkage", &o.l2_shrinkage}},
+                {{"lr", &o.lr},
+                 {"lr_power", &o.lr_power},
+                 {"l1", &o.l1},
+                 {"l2", &o.l2},
+                 {"l21", &o.l21},
+                 {"l2_shrinkage", &o.l2_shrinkage}},
                 {});
     py::gil_scoped_release release;
     status = optim::GroupFtrlStep(o, rows, Pool());

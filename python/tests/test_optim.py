@@ -625,3 +625,36 @@ def test_wsam_freezes_batchnorm_statistics_in_the_second_pass():
     plain(x)  # one forward pass: what the statistics must look like
     torch.testing.assert_close(net[1].running_mean, plain[1].running_mean)
     assert net[1].momentum == plain[1].momentum
+
+
+def _wsam_ddp_worker(rank, world, port, out):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    torch.manual_seed(0)
+    net = torch.nn.parallel.DistributedDataParallel(model())
+    opt = ko.WSAM(net.parameters(), torch.optim.SGD, rho=0.1, gamma=0.9, lr=0.05, momentum=0.9,
+                  model=net)
+    for x, y in batches(10, seed=10 + rank):  # different data on each rank
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            return loss
+        opt.step(closure)
+    torch.save([p.detach() for p in net.parameters()], f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_wsam_under_ddp_keeps_ranks_identical(tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_wsam_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    start = list(model().parameters())
+    for pa, pb, p0 in zip(a, b, start):
+        assert torch.equal(pa, pb)       # pass-1 gradients were averaged after the perturbation
+        assert not torch.equal(pa, p0)   # and training moved the weights

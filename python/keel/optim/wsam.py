@@ -102,12 +102,13 @@ class WSAM(torch.optim.Optimizer):
             scaled = p.abs() * g if group_of[p]["adaptive"] else g
             norms.append(scaled.norm(2))
         norm = torch.norm(torch.stack(norms), 2) if norms else torch.tensor(0.0)
-        perturbations = []
+        # w itself is kept, not recomputed as (w + e) - e: rounding would differ between DDP
+        # ranks, whose perturbations differ.
+        originals = []
         for p, g in zip(params, grads):
             o = group_of[p]
-            e = (p * p * g if o["adaptive"] else g) * (o["rho"] / (norm + o["sam_eps"]))
-            p.add_(e)
-            perturbations.append(e)
+            originals.append(p.detach().clone())
+            p.add_((p * p * g if o["adaptive"] else g) * (o["rho"] / (norm + o["sam_eps"])))
         self._all_reduce(grads)
         self._clip(grads, self.defaults["max_norm"])
         # Pass 2 at w + e, BatchNorm statistics frozen.
@@ -122,8 +123,8 @@ class WSAM(torch.optim.Optimizer):
                 enable_running_stats(self.model)
         sharp = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
                  for p in params]
-        for p, e in zip(params, perturbations):
-            p.sub_(e)
+        for p, w in zip(params, originals):
+            p.copy_(w)
         self._clip(sharp, self.defaults["max_norm"])
         # Base step: coupled on g + alpha (g~ - g); decoupled on g, then the sharpness term.
         for p, g, s in zip(params, grads, sharp):
