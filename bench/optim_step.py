@@ -81,8 +81,8 @@ def main():
     bound = 28 * n / bw
     med = {k: statistics.median(v) for k, v in times.items()}
     torch_best = min(med["torch AdamW foreach"], med["torch AdamW for-loop"])
-    print(f"\n{n / 1e6:.1f}M float32 parameters in {len(params)} tensors; threads: torch "
-          f"{torch.get_num_threads()}, keel all cores; SIMD target {keel._C.optim_simd_target()}")
+    print(f"\n{n / 1e6:.1f}M float32 parameters in {len(params)} tensors; threads: "
+          f"{torch.get_num_threads()} (torch and keel); SIMD target {keel._C.optim_simd_target()}")
     print(f"memory bandwidth (triad, best of {args.runs}x5): {bw / 1e9:.1f} GB/s with {torch.get_num_threads()} threads -> bound "
           f"{bound * 1e3:.0f} ms/step (28 B/param)")
     print(f"{'optimizer':24} {'median ms/step':>15} {'vs torch best':>14} {'% of bound':>11}")
