@@ -11,7 +11,7 @@ CTEST_FLAGS ?= --output-on-failure --timeout 300 -j $(JOBS)
 CXX_SOURCES = $(shell git ls-files -co --exclude-standard '*.cc' '*.h' 2>/dev/null)
 CC_SOURCES = $(shell git ls-files -co --exclude-standard '*.cc' 2>/dev/null | grep -v '/testdata/')
 
-.PHONY: all deps configure build test test-cpp test-python demo format lint tidy asan clean
+.PHONY: all deps configure build test test-cpp test-python demo format lint tidy asan fuzz clean
 
 all: build
 
@@ -65,6 +65,19 @@ asan: deps
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_FLAGS)
+
+# libFuzzer on the GGUF reader (clang, ASan + UBSan) for FUZZ_SECONDS, then merge what it found
+# into the checked-in corpus that gguf_corpus_test replays on every build.
+FUZZ_SECONDS ?= 300
+FUZZER = $(ASAN_BUILD)/keel/infer/gguf/keel_gguf_fuzzer
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DKEEL_SANITIZE=address,undefined -DKEEL_WITH_PYTHON=OFF > $(ASAN_BUILD).configure.log \
+	  || { cat $(ASAN_BUILD).configure.log; exit 1; }
+	cmake --build $(ASAN_BUILD) --target keel_gguf_fuzzer
+	mkdir -p $(ASAN_BUILD)/fuzz-work && cp keel/infer/gguf/testdata/fuzz_corpus/* $(ASAN_BUILD)/fuzz-work/
+	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=1024 $(ASAN_BUILD)/fuzz-work
+	$(FUZZER) -merge=1 keel/infer/gguf/testdata/fuzz_corpus $(ASAN_BUILD)/fuzz-work
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(BUILD).configure.log $(ASAN_BUILD).configure.log

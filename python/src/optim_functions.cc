@@ -1,7 +1,7 @@
 // keel._C.optim_step: runs one keel::optim step over CPU tensors borrowed through DLPack
 // (no copies; parameters and state are updated in place), with the GIL released.
 //
-//   optim_step(kind, options, entries) -> None
+//   optim_step(kind, options, entries, threads=1) -> None  (threads: the caller + threads-1)
 //     kind     "adamw" | "agd" | "adagrad" | "group_adam" | "group_ftrl"
 //     options  {name: float | bool} — the fields of keel::optim::<Kind>Options
 //     entries  [(param, grad, [slot or None, ...], step, rows or None, row_flags or None)]
@@ -16,10 +16,11 @@
 
 #include <map>
 #include <string>
-#include <thread>
+#include <memory>
 #include <vector>
 
 #include "dlpack_tensor.h"
+#include "keel/common/mutex.h"
 #include "keel/common/thread_pool.h"
 #include "keel/optim/optimizers.h"
 #include "status_exception.h"
@@ -30,13 +31,17 @@ namespace {
 
 using Options = std::map<std::string, py::object>;
 
-// The pool shared by every optimizer in the process: all cores (the caller takes part).
-ThreadPool* Pool() {
-  static ThreadPool* pool = [] {
-    const int cores = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
-    return new ThreadPool(cores - 1, "keel-optim");  // lives as long as the process
-  }();
-  return pool;
+// One pool per thread count asked for (the caller counts as one thread): keel follows torch's
+// thread setting, so N ranks on a node sharing its cores (OMP_NUM_THREADS) do not each start a
+// pool of every core. Pools live as long as the process.
+ThreadPool* Pool(int threads) {
+  static Mutex mu;
+  static std::map<int, std::unique_ptr<ThreadPool>> pools;
+  if (threads <= 1) return nullptr;
+  MutexLock lock(&mu);
+  auto& pool = pools[threads];
+  if (!pool) pool = std::make_unique<ThreadPool>(threads - 1, "keel-optim");
+  return pool.get();
 }
 
 // Reads `options` into the fields named in `floats`/`bools`; anything else is an error.
@@ -165,7 +170,11 @@ optim::SparseRows Rows(const Entry& e) {
   return r;
 }
 
-void Step(const std::string& kind, const Options& options, const py::list& entries) {
+void Step(const std::string& kind, const Options& options, const py::list& entries,
+          int threads) {
+  if (threads < 1 || threads > 1024) {
+    throw py::value_error(fmt::format("optim_step: threads {} (must be 1..1024)", threads));
+  }
   std::vector<Entry> borrowed;
   borrowed.reserve(entries.size());
   for (py::handle h : entries) borrowed.push_back(Borrow(h.cast<py::tuple>()));
@@ -190,8 +199,8 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
                  {"weight_decay", &o.weight_decay}},
                 {{"amsgrad", &o.amsgrad}});
     py::gil_scoped_release release;
-    status = optim::AdamWStep(o, dense, Pool());
-    if (status.ok()) status = optim::AdamWSparseStep(o, rows, Pool());
+    status = optim::AdamWStep(o, dense, Pool(threads));
+    if (status.ok()) status = optim::AdamWSparseStep(o, rows, Pool(threads));
   } else if (kind == "agd") {
     optim::AGDOptions o;
     ReadOptions("AGD", options,
@@ -206,8 +215,8 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
                  {"amsgrad", &o.amsgrad},
                  {"win", &o.win}});
     py::gil_scoped_release release;
-    status = optim::AGDStep(o, dense, Pool());
-    if (status.ok()) status = optim::AGDSparseStep(o, rows, Pool());
+    status = optim::AGDStep(o, dense, Pool(threads));
+    if (status.ok()) status = optim::AGDSparseStep(o, rows, Pool(threads));
   } else if (kind == "adagrad") {
     optim::AdagradOptions o;
     ReadOptions("Adagrad", options,
@@ -217,8 +226,8 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
                  {"eps", &o.eps}},
                 {});
     py::gil_scoped_release release;
-    status = optim::AdagradStep(o, dense, Pool());
-    if (status.ok()) status = optim::AdagradSparseStep(o, rows, Pool());
+    status = optim::AdagradStep(o, dense, Pool(threads));
+    if (status.ok()) status = optim::AdagradSparseStep(o, rows, Pool(threads));
   } else if (kind == "group_adam") {
     optim::GroupAdamOptions o;
     ReadOptions("GroupAdam", options,
@@ -231,7 +240,7 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
                  {"l21", &o.l21}},
                 {});
     py::gil_scoped_release release;
-    status = optim::GroupAdamStep(o, rows, Pool());
+    status = optim::GroupAdamStep(o, rows, Pool(threads));
   } else if (kind == "group_ftrl") {
     optim::GroupFtrlOptions o;
     ReadOptions("GroupFTRL", options,
@@ -243,7 +252,7 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
                  {"l2_shrinkage", &o.l2_shrinkage}},
                 {});
     py::gil_scoped_release release;
-    status = optim::GroupFtrlStep(o, rows, Pool());
+    status = optim::GroupFtrlStep(o, rows, Pool(threads));
   } else {
     throw py::value_error(fmt::format(
         "optim_step: unknown kind '{}' (adamw, agd, adagrad, group_adam, group_ftrl)", kind));
@@ -255,6 +264,7 @@ void Step(const std::string& kind, const Options& options, const py::list& entri
 
 void BindOptimFunctions(py::module_& m) {
   m.def("optim_step", &Step, py::arg("kind"), py::arg("options"), py::arg("entries"),
+        py::arg("threads") = 1,
         "One optimizer step over CPU tensors, in place (keel.optim uses this).");
   m.def("optim_simd_target", &optim::SimdTarget,
         "The SIMD target keel's optimizer kernels dispatch to on this CPU.");

@@ -445,6 +445,25 @@ def test_sparse_gradient_over_every_row_equals_the_dense_update(cls, kw, impl):
     assert torch.equal(dense, sparse)
 
 
+def test_more_threads_give_the_same_bits():
+    # Inputs made once: torch's own kernels may round differently with other thread counts.
+    start = torch.linspace(-1, 1, 300_001)
+    grads = [torch.sin(torch.arange(300_001.0) * (step + 1)) for step in range(3)]
+    results = []
+    for threads in (1, 3):
+        torch.set_num_threads(threads)
+        try:
+            p = torch.nn.Parameter(start.clone())
+            opt = ko.AGD([p], lr=1e-3, amsgrad=True)
+            for g in grads:
+                p.grad = g.clone()
+                opt.step()
+            results.append(p.detach().clone())
+        finally:
+            torch.set_num_threads(1)
+    assert torch.equal(results[0], results[1])
+
+
 def test_bfloat16_parameters_keep_float32_state_and_follow_float32_math():
     torch.manual_seed(9)
     p = torch.nn.Parameter(torch.randn(300).bfloat16())

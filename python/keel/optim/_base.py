@@ -86,7 +86,7 @@ class KeelOptimizer(torch.optim.Optimizer):
                 else:
                     self._torch_step(p, grad, rows, slots, flags, state["step"], options)
             if entries:
-                _C.optim_step(self.kind, options, entries)
+                _C.optim_step(self.kind, options, entries, torch.get_num_threads())
         return loss
 
     def _split_grad(self, p):
