@@ -4,6 +4,7 @@
 
 #include "ckpt_functions.h"
 #include "data_functions.h"
+#include "infer_functions.h"
 #include "keel/common/build_info.h"
 #include "keel/common/logging.h"
 #include "optim_functions.h"
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_C, m) {
   keel::python::BindCkptFunctions(m);
   keel::python::BindDataFunctions(m);
   keel::python::BindOptimFunctions(m);
+  keel::python::BindInferFunctions(m);
 }

@@ -15,8 +15,8 @@
 #include <pybind11/stl.h>
 
 #include <map>
-#include <string>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dlpack_tensor.h"
@@ -170,8 +170,7 @@ optim::SparseRows Rows(const Entry& e) {
   return r;
 }
 
-void Step(const std::string& kind, const Options& options, const py::list& entries,
-          int threads) {
+void Step(const std::string& kind, const Options& options, const py::list& entries, int threads) {
   if (threads < 1 || threads > 1024) {
     throw py::value_error(fmt::format("optim_step: threads {} (must be 1..1024)", threads));
   }

@@ -34,8 +34,8 @@ enum class GgmlType : uint32_t {
 };
 
 struct GgmlTypeTraits {
-  std::string_view name;   // "f32", "q8_0", ...
-  int64_t block_size;      // elements per block (1 for plain types)
+  std::string_view name;  // "f32", "q8_0", ...
+  int64_t block_size;     // elements per block (1 for plain types)
   int64_t bytes_per_block;
   bool supported;  // keel can compute with it (F32, F16, BF16, Q8_0, Q4_0)
 };

@@ -95,7 +95,7 @@ Status ReadScalar(Cursor& c, GgufValue* out, const char* what) {
   if constexpr (std::is_floating_point_v<T>) {
     out->f = v;
   } else if constexpr (std::is_signed_v<T>) {
-    out->i = v;
+    out->i = v;  // NOLINT(bugprone-signed-char-misuse): i8 is signed by definition
   } else {
     out->u = v;
   }
@@ -170,17 +170,17 @@ StatusOr<uint64_t> ToUInt(const GgufValue& v, std::string_view key) {
       if (v.i >= 0) return static_cast<uint64_t>(v.i);
       return InvalidArgumentError(fmt::format("GGUF key '{}' is {} (must be >= 0)", key, v.i));
     default:
-      return InvalidArgumentError(fmt::format("GGUF key '{}' is a {}, not an integer", key,
-                                              GgufValueTypeName(v.type)));
+      return InvalidArgumentError(
+          fmt::format("GGUF key '{}' is a {}, not an integer", key, GgufValueTypeName(v.type)));
   }
 }
 
 }  // namespace
 
 std::string_view GgufValueTypeName(GgufValueType t) {
-  static constexpr std::string_view kNames[] = {"u8",  "i8",   "u16",    "i16",   "u32",
-                                                "i32", "f32",  "bool",   "string", "array",
-                                                "u64", "i64",  "f64"};
+  static constexpr std::string_view kNames[] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                                "i32", "f32", "bool", "string", "array",
+                                                "u64", "i64", "f64"};
   const auto i = static_cast<uint32_t>(t);
   return i < std::size(kNames) ? kNames[i] : "unknown";
 }
@@ -326,8 +326,10 @@ Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
       uint64_t n = 0;
       KEEL_RETURN_IF_ERROR(c.Read(&n, "a tensor dimension"));
       if (n == 0 || n > (uint64_t{1} << 62) / numel) {
-        return c.Error(fmt::format("tensor '{}' dimension {} is {} (zero, or the element count "
-                                   "overflows)", info.name, d, n));
+        return c.Error(
+            fmt::format("tensor '{}' dimension {} is {} (zero, or the element count "
+                        "overflows)",
+                        info.name, d, n));
       }
       numel *= n;
       info.ne.push_back(static_cast<int64_t>(n));
@@ -340,9 +342,10 @@ Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
     }
     info.type = static_cast<GgmlType>(type);
     if (info.ne[0] % traits->block_size != 0) {
-      return c.Error(fmt::format("tensor '{}' rows of {} are not a whole number of {} blocks "
-                                 "of {}", info.name, info.ne[0], traits->name,
-                                 traits->block_size));
+      return c.Error(
+          fmt::format("tensor '{}' rows of {} are not a whole number of {} blocks "
+                      "of {}",
+                      info.name, info.ne[0], traits->name, traits->block_size));
     }
     info.nbytes = numel / traits->block_size * traits->bytes_per_block;
     KEEL_RETURN_IF_ERROR(c.Read(&info.offset, "a tensor offset"));
@@ -356,8 +359,10 @@ Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
   // The data section starts at the next multiple of the alignment.
   const uint64_t data_start = (c.offset() + alignment_ - 1) / alignment_ * alignment_;
   if (!tensors_.empty() && data_start > bytes.size()) {
-    return c.Error(fmt::format("the data section would start at byte {}, past the end of the "
-                               "{}-byte file (truncated?)", data_start, bytes.size()));
+    return c.Error(
+        fmt::format("the data section would start at byte {}, past the end of the "
+                    "{}-byte file (truncated?)",
+                    data_start, bytes.size()));
   }
   const uint64_t data_size = tensors_.empty() ? 0 : bytes.size() - data_start;
   std::vector<std::pair<uint64_t, size_t>> by_offset;
@@ -376,9 +381,10 @@ Status GgufFile::ParseAll(std::span<const uint8_t> bytes) {
   for (size_t k = 1; k < by_offset.size(); ++k) {
     const GgufTensor& prev = tensors_[by_offset[k - 1].second];
     if (prev.offset + prev.nbytes > by_offset[k].first) {
-      return InvalidArgumentError(fmt::format("not a valid GGUF file: tensors '{}' and '{}' "
-                                              "overlap", prev.name,
-                                              tensors_[by_offset[k].second].name));
+      return InvalidArgumentError(
+          fmt::format("not a valid GGUF file: tensors '{}' and '{}' "
+                      "overlap",
+                      prev.name, tensors_[by_offset[k].second].name));
     }
   }
   return OkStatus();
@@ -432,8 +438,8 @@ StatusOr<std::string> GgufFile::GetString(std::string_view key) const {
   const GgufValue* v = Find(key);
   if (v == nullptr) return Missing(key);
   if (v->type != GgufValueType::kString) {
-    return InvalidArgumentError(fmt::format("GGUF key '{}' is a {}, not a string", key,
-                                            GgufValueTypeName(v->type)));
+    return InvalidArgumentError(
+        fmt::format("GGUF key '{}' is a {}, not a string", key, GgufValueTypeName(v->type)));
   }
   return v->str;
 }
@@ -442,8 +448,8 @@ StatusOr<bool> GgufFile::GetBool(std::string_view key) const {
   const GgufValue* v = Find(key);
   if (v == nullptr) return Missing(key);
   if (v->type != GgufValueType::kBool) {
-    return InvalidArgumentError(fmt::format("GGUF key '{}' is a {}, not a bool", key,
-                                            GgufValueTypeName(v->type)));
+    return InvalidArgumentError(
+        fmt::format("GGUF key '{}' is a {}, not a bool", key, GgufValueTypeName(v->type)));
   }
   return v->u != 0;
 }

@@ -82,8 +82,7 @@ TEST(Gguf, RoundTripKeepsEveryValueAndTensorByte) {
 
   // Errors name the key and the problem.
   EXPECT_EQ(file.GetUInt("missing").status().code(), StatusCode::kNotFound);
-  EXPECT_NE(file.GetUInt("general.i64").status().message().find("must be >= 0"),
-            std::string::npos);
+  EXPECT_NE(file.GetUInt("general.i64").status().message().find("must be >= 0"), std::string::npos);
   EXPECT_NE(file.GetString("llama.block_count").status().message().find("u32, not a string"),
             std::string::npos);
 
@@ -100,7 +99,7 @@ TEST(Gguf, RoundTripKeepsEveryValueAndTensorByte) {
   EXPECT_EQ(q4->nbytes, 36u);
   EXPECT_EQ(q4->offset % 64, 0u);
   for (const GgufTensor& t : file.tensors()) {
-    EXPECT_EQ((t.data - static_cast<const uint8_t*>(nullptr)) % 64, 0) << t.name;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 64, 0u) << t.name;
   }
   std::filesystem::remove(path);
 }
@@ -109,8 +108,9 @@ TEST(Gguf, WriterRejectsBadTensors) {
   GgufWriter w;
   EXPECT_NE(w.AddTensor("", GgmlType::kF32, {1}, Floats(1)).message().find("1..63"),
             std::string::npos);
-  EXPECT_NE(w.AddTensor("x", GgmlType::kQ8_0, {31}, std::vector<uint8_t>(34)).message().find(
-                "not whole q8_0 blocks"),
+  EXPECT_NE(w.AddTensor("x", GgmlType::kQ8_0, {31}, std::vector<uint8_t>(34))
+                .message()
+                .find("not whole q8_0 blocks"),
             std::string::npos);
   EXPECT_NE(w.AddTensor("x", GgmlType::kF32, {4}, Floats(3)).message().find("needs 16 bytes"),
             std::string::npos);
@@ -160,10 +160,10 @@ TEST(Gguf, HostileHeadersAreRejectedWithTheReason) {
   ASSERT_TRUE(GgufFile::Parse(good).ok());
   const Layout l = Find(good);
   ASSERT_GT(l.first_tensor_info, 0u);
-  const size_t dims = l.first_tensor_info + 9;     // u32 n_dims of "a"
-  const size_t ne0 = dims + 4;                      // u64 ne[0]
-  const size_t type = ne0 + 16;                     // u32 type (after ne[0], ne[1])
-  const size_t offset = type + 4;                   // u64 offset
+  const size_t dims = l.first_tensor_info + 9;  // u32 n_dims of "a"
+  const size_t ne0 = dims + 4;                  // u64 ne[0]
+  const size_t type = ne0 + 16;                 // u32 type (after ne[0], ne[1])
+  const size_t offset = type + 4;               // u64 offset
 
   auto mutate = [&](auto&& fn, const std::string& needle) {
     std::vector<uint8_t> b = good;
@@ -175,8 +175,7 @@ TEST(Gguf, HostileHeadersAreRejectedWithTheReason) {
   mutate([](auto& b) { Poke<uint32_t>(b, 4, 4); }, "version 4");
   mutate([&](auto& b) { Poke<uint64_t>(b, l.n_kv, uint64_t{1} << 60); }, "cannot fit");
   mutate([&](auto& b) { Poke<uint64_t>(b, l.n_tensors, uint64_t{1} << 40); }, "cannot fit");
-  mutate([&](auto& b) { Poke<uint64_t>(b, l.first_key, uint64_t{1} << 50); },
-         "runs past the end");
+  mutate([&](auto& b) { Poke<uint64_t>(b, l.first_key, uint64_t{1} << 50); }, "runs past the end");
   mutate([&](auto& b) { Poke<uint64_t>(b, l.first_key, 0); }, "empty metadata key");
   mutate([&](auto& b) { Poke<uint32_t>(b, dims, 5); }, "5 dimensions");
   mutate([&](auto& b) { Poke<uint64_t>(b, ne0, 0); }, "dimension 0 is 0");
@@ -203,8 +202,8 @@ TEST(Gguf, BadValuesAreRejected) {
   Poke<uint32_t>(b, 24 + 8 + 1, 13);  // the value type
   ExpectRejected(b, "value type 13");
   // The writer refuses a bad alignment, so write another key and rename it in the bytes.
-  for (GgufValue v : {GgufValue::UInt(GgufValueType::kU64, 32),
-                      GgufValue::UInt(GgufValueType::kU32, 24)}) {
+  for (const GgufValue& v :
+       {GgufValue::UInt(GgufValueType::kU64, 32), GgufValue::UInt(GgufValueType::kU32, 24)}) {
     b = with("general.alignmenT", v);
     b[24 + 8 + 16] = 't';
     ExpectRejected(b, "general.alignment must be a u32 power of two");

@@ -128,8 +128,8 @@ Status GgufWriter::AddTensor(const std::string& name, GgmlType type, std::vector
   const std::optional<GgmlTypeTraits> traits = TraitsOf(static_cast<uint32_t>(type));
   if (!traits) return InvalidArgumentError(fmt::format("tensor '{}': unknown type", name));
   if (ne.empty() || ne.size() > 4) {
-    return InvalidArgumentError(fmt::format("tensor '{}' has {} dimensions (1..4)", name,
-                                            ne.size()));
+    return InvalidArgumentError(
+        fmt::format("tensor '{}' has {} dimensions (1..4)", name, ne.size()));
   }
   int64_t numel = 1;
   for (int64_t d : ne) {
@@ -139,9 +139,10 @@ Status GgufWriter::AddTensor(const std::string& name, GgmlType type, std::vector
     numel *= d;
   }
   if (ne[0] % traits->block_size != 0) {
-    return InvalidArgumentError(fmt::format("tensor '{}': rows of {} are not whole {} blocks "
-                                            "of {}", name, ne[0], traits->name,
-                                            traits->block_size));
+    return InvalidArgumentError(
+        fmt::format("tensor '{}': rows of {} are not whole {} blocks "
+                    "of {}",
+                    name, ne[0], traits->name, traits->block_size));
   }
   const uint64_t want = numel / traits->block_size * traits->bytes_per_block;
   if (data.size() != want) {

@@ -46,9 +46,10 @@ void QuantizeQ4_0(const float* x, BlockQ4_0* y) {
 StatusOr<int64_t> RowBytes(GgmlType type, int64_t n) {
   const std::optional<GgmlTypeTraits> t = TraitsOf(static_cast<uint32_t>(type));
   if (!t || !t->supported) {
-    return InvalidArgumentError(fmt::format("weight type {} is not supported (keel computes "
-                                            "with f32, f16, bf16, q8_0, q4_0)",
-                                            t ? t->name : "unknown"));
+    return InvalidArgumentError(
+        fmt::format("weight type {} is not supported (keel computes "
+                    "with f32, f16, bf16, q8_0, q4_0)",
+                    t ? t->name : "unknown"));
   }
   if (n < 0 || n % t->block_size != 0) {
     return InvalidArgumentError(
@@ -61,8 +62,8 @@ Status QuantizeRow(GgmlType type, std::span<const float> src, std::span<uint8_t>
   const int64_t n = static_cast<int64_t>(src.size());
   KEEL_ASSIGN_OR_RETURN(int64_t bytes, RowBytes(type, n));
   if (static_cast<int64_t>(dst.size()) != bytes) {
-    return InvalidArgumentError(fmt::format("destination has {} bytes, needs {}", dst.size(),
-                                            bytes));
+    return InvalidArgumentError(
+        fmt::format("destination has {} bytes, needs {}", dst.size(), bytes));
   }
   switch (type) {
     case GgmlType::kF32:
@@ -104,8 +105,8 @@ Status DequantizeRow(GgmlType type, std::span<const uint8_t> src, std::span<floa
   const int64_t n = static_cast<int64_t>(dst.size());
   KEEL_ASSIGN_OR_RETURN(int64_t bytes, RowBytes(type, n));
   if (static_cast<int64_t>(src.size()) != bytes) {
-    return InvalidArgumentError(fmt::format("source has {} bytes, {} elements need {}",
-                                            src.size(), n, bytes));
+    return InvalidArgumentError(
+        fmt::format("source has {} bytes, {} elements need {}", src.size(), n, bytes));
   }
   switch (type) {
     case GgmlType::kF32:

@@ -62,8 +62,8 @@ TEST(Quant, ErrorsStayWithinHalfAStep) {
   std::normal_distribution<float> normal(0, 1);
   std::vector<float> x(4096);
   for (float& v : x) v = normal(rng);
-  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16,
-                     GgmlType::kF32}) {
+  for (GgmlType t :
+       {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kF16, GgmlType::kBF16, GgmlType::kF32}) {
     std::vector<uint8_t> q(*RowBytes(t, 4096));
     std::vector<float> back(4096);
     ASSERT_TRUE(QuantizeRow(t, x, q).ok());

@@ -1,0 +1,221 @@
+// Reference CPU kernels (see kernels.h). Rows of a matrix are split across the pool.
+#include "keel/infer/kernels/kernels.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "keel/common/bfloat16.h"
+#include "keel/common/float16.h"
+#include "keel/common/thread_pool.h"
+#include "keel/infer/quant/quant.h"
+
+namespace keel::infer {
+namespace {
+
+float DotRow(const Matrix& w, int64_t r, const float* x) {
+  const uint8_t* row = w.data + r * w.row_bytes;
+  float sum = 0;
+  switch (w.type) {
+    case GgmlType::kF32: {
+      const float* f = reinterpret_cast<const float*>(row);
+      for (int64_t j = 0; j < w.cols; ++j) sum += f[j] * x[j];
+      break;
+    }
+    case GgmlType::kF16:
+    case GgmlType::kBF16: {
+      const bool half = w.type == GgmlType::kF16;
+      for (int64_t j = 0; j < w.cols; ++j) {
+        uint16_t h;
+        std::memcpy(&h, row + 2 * j, 2);
+        sum += (half ? Float16ToFloat(h) : BFloat16ToFloat(h)) * x[j];
+      }
+      break;
+    }
+    case GgmlType::kQ8_0:
+      for (int64_t b = 0; b < w.cols / kQ8_0Block; ++b) {
+        BlockQ8_0 blk;
+        std::memcpy(&blk, row + b * sizeof(BlockQ8_0), sizeof(blk));
+        const float* xb = x + b * kQ8_0Block;
+        float s = 0;
+        for (int64_t j = 0; j < kQ8_0Block; ++j) s += static_cast<float>(blk.qs[j]) * xb[j];
+        sum += Float16ToFloat(blk.d) * s;
+      }
+      break;
+    case GgmlType::kQ4_0:
+      for (int64_t b = 0; b < w.cols / kQ4_0Block; ++b) {
+        BlockQ4_0 blk;
+        std::memcpy(&blk, row + b * sizeof(BlockQ4_0), sizeof(blk));
+        const float* xb = x + b * kQ4_0Block;
+        float s = 0;
+        for (int64_t j = 0; j < kQ4_0Block / 2; ++j) {
+          s += static_cast<float>((blk.qs[j] & 0x0F) - 8) * xb[j];
+          s += static_cast<float>((blk.qs[j] >> 4) - 8) * xb[j + kQ4_0Block / 2];
+        }
+        sum += Float16ToFloat(blk.d) * s;
+      }
+      break;
+    default:
+      break;  // rejected when the model is loaded
+  }
+  return sum;
+}
+
+void ForRows(int64_t rows, int64_t cost_per_row, ThreadPool* pool,
+             const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool == nullptr || rows * cost_per_row < (1 << 16)) {
+    fn(0, rows);
+  } else {
+    pool->ParallelFor(rows, fn);
+  }
+}
+
+}  // namespace
+
+void MatVec(const Matrix& w, const float* x, float* y, ThreadPool* pool) {
+  ForRows(w.rows, w.cols, pool, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) y[r] = DotRow(w, r, x);
+  });
+}
+
+void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+  // Rows of W outside, tokens inside: each weight row is read once per call.
+  ForRows(w.rows, w.cols * n, pool, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t i = 0; i < n; ++i) y[i * w.rows + r] = DotRow(w, r, x + i * w.cols);
+    }
+  });
+}
+
+void DequantizeRowOf(const Matrix& w, int64_t r, float* out) {
+  (void)DequantizeRow(w.type, {w.data + r * w.row_bytes, static_cast<size_t>(w.row_bytes)},
+                      {out, static_cast<size_t>(w.cols)});
+}
+
+void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+void Rope(float* x, int64_t heads, int64_t head_dim, int64_t pos, float base) {
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const double theta = pos * std::pow(double(base), -2.0 * i / head_dim);
+    const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
+    for (int64_t h = 0; h < heads; ++h) {
+      float* p = x + h * head_dim + 2 * i;
+      const float a = p[0], b = p[1];
+      p[0] = a * c - b * s;
+      p[1] = a * s + b * c;
+    }
+  }
+}
+
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+namespace {
+
+// Online-softmax state of one (query row, head) over part of the cache.
+struct Partial {
+  float m = -std::numeric_limits<float>::infinity();
+  float l = 0;
+  std::vector<float> o;
+};
+
+// Attends query row `i`, head `h` over cache positions [begin, end) (visibility applied).
+void Attend(const AttentionArgs& a, int64_t i, int64_t h, int64_t begin, int64_t end, Partial* st) {
+  const KvView& kv = a.kv;
+  const int64_t hd = kv.head_dim;
+  const int64_t kvh = h / (a.n_heads / kv.n_kv_heads);
+  const float* q = a.q + (i * a.n_heads + h) * hd;
+  st->o.assign(hd, 0.0f);
+  const int64_t limit = a.visible != nullptr ? std::min(end, a.visible[i]) : end;
+  std::vector<float> scores;
+  for (int64_t block_start = begin - begin % kv.block_size; block_start < limit;
+       block_start += kv.block_size) {
+    const int64_t b = block_start / kv.block_size;
+    const int64_t lo = std::max(begin, block_start);
+    const int64_t hi = std::min(limit, block_start + kv.block_size);
+    scores.assign(hi - lo, -std::numeric_limits<float>::infinity());
+    float block_max = -std::numeric_limits<float>::infinity();
+    for (int64_t p = lo; p < hi; ++p) {
+      if (a.mask != nullptr && a.mask[i * kv.length + p] == 0) continue;
+      const float* k = kv.k_blocks[b] + ((p - block_start) * kv.n_kv_heads + kvh) * hd;
+      float s = 0;
+      for (int64_t d = 0; d < hd; ++d) s += q[d] * k[d];
+      scores[p - lo] = s * a.scale;
+      block_max = std::max(block_max, scores[p - lo]);
+    }
+    if (block_max == -std::numeric_limits<float>::infinity()) continue;  // all masked
+    const float m_new = std::max(st->m, block_max);
+    const float correction = std::exp(st->m - m_new);
+    st->l *= correction;
+    for (float& o : st->o) o *= correction;
+    for (int64_t p = lo; p < hi; ++p) {
+      if (scores[p - lo] == -std::numeric_limits<float>::infinity()) continue;
+      const float w = std::exp(scores[p - lo] - m_new);
+      st->l += w;
+      const float* v = kv.v_blocks[b] + ((p - block_start) * kv.n_kv_heads + kvh) * hd;
+      for (int64_t d = 0; d < hd; ++d) st->o[d] += w * v[d];
+    }
+    st->m = m_new;
+  }
+}
+
+}  // namespace
+
+Status Attention(const AttentionArgs& a, ThreadPool* pool) {
+  const KvView& kv = a.kv;
+  if (a.n_q < 0 || a.n_heads <= 0 || kv.n_kv_heads <= 0 || a.n_heads % kv.n_kv_heads != 0 ||
+      kv.head_dim <= 0 || kv.block_size <= 0 || kv.length < 0) {
+    return InvalidArgumentError(fmt::format(
+        "attention: bad shape (n_q {}, heads {}, kv heads {}, head_dim {}, block {}, length {})",
+        a.n_q, a.n_heads, kv.n_kv_heads, kv.head_dim, kv.block_size, kv.length));
+  }
+  const int64_t hd = kv.head_dim;
+  // FlashDecoding: one query row over a long cache is split into chunks of the cache.
+  const int64_t chunks = (a.n_q == 1 && pool != nullptr && kv.length >= 512)
+                             ? std::min<int64_t>(pool->size() + 1, kv.length / 256)
+                             : 1;
+  const int64_t tasks = a.n_q * a.n_heads * chunks;
+  std::vector<Partial> partials(tasks);
+  auto run = [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t c = t % chunks, ih = t / chunks;
+      const int64_t begin = kv.length * c / chunks, end = kv.length * (c + 1) / chunks;
+      Attend(a, ih / a.n_heads, ih % a.n_heads, begin, end, &partials[t]);
+    }
+  };
+  if (pool == nullptr || tasks < 2) {
+    run(0, tasks);
+  } else {
+    pool->ParallelFor(tasks, run);
+  }
+  // Merge the chunks of each (row, head) by log-sum-exp and normalise.
+  for (int64_t ih = 0; ih < a.n_q * a.n_heads; ++ih) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t c = 0; c < chunks; ++c) m = std::max(m, partials[ih * chunks + c].m);
+    float* out = a.out + ih * hd;
+    std::fill(out, out + hd, 0.0f);
+    if (m == -std::numeric_limits<float>::infinity()) continue;  // sees nothing: zeros
+    float l = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const Partial& p = partials[ih * chunks + c];
+      if (p.l == 0) continue;
+      const float w = std::exp(p.m - m);
+      l += w * p.l;
+      for (int64_t d = 0; d < hd; ++d) out[d] += w * p.o[d];
+    }
+    for (int64_t d = 0; d < hd; ++d) out[d] /= l;
+  }
+  return OkStatus();
+}
+
+}  // namespace keel::infer
