@@ -25,6 +25,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # --- optimizer reproductions (bench/optim_*): a real text corpus and the digits dataset ---
   fortunes python3-sklearn
+  # --- infer: the SentencePiece reference the tokenizer is tested against (spm_train, python) ---
+  sentencepiece python3-sentencepiece
   # --- python/keel: the _C extension, DLPack tensor exchange, PyTorch and its tests ---
   python3 python3-dev pybind11-dev libdlpack-dev
   python3-torch python3-numpy python3-pytest

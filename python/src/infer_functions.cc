@@ -5,6 +5,7 @@
 //     tensors [(name, type, tensor)]: a float32 CPU tensor of shape [rows, cols] (or [cols]),
 //       stored as `type` ("f32", "f16", "bf16", "q8_0", "q4_0"), quantized row by row with
 //       keel's quantizers; GGUF's ne = the shape reversed.
+//   Tokenizer(path): .encode(text, add_bos=False) -> ids; .decode(ids) -> bytes
 //   LlamaSession(path, threads=1): .forward(tokens, all_logits=False) -> float32 tensor
 //     ([n_vocab], or [len(tokens), n_vocab]); .config -> dict; .position
 #include "infer_functions.h"
@@ -20,6 +21,7 @@
 #include "keel/infer/gguf/gguf_file.h"
 #include "keel/infer/model/llama.h"
 #include "keel/infer/quant/quant.h"
+#include "keel/infer/tokenizer/tokenizer.h"
 #include "status_exception.h"
 
 namespace keel::python {
@@ -147,9 +149,29 @@ class Session {
   std::unique_ptr<infer::LlamaSession> session_;
 };
 
+class PyTokenizer {
+ public:
+  explicit PyTokenizer(const std::string& path) {
+    file_ = ValueOrThrow(infer::GgufFile::Open(path));
+    tok_ = ValueOrThrow(infer::Tokenizer::FromGguf(*file_));
+  }
+  std::vector<int32_t> Encode(const std::string& text, bool add_bos) const {
+    return tok_->Encode(text, add_bos);
+  }
+  py::bytes Decode(const std::vector<int32_t>& ids) const { return tok_->Decode(ids); }
+
+ private:
+  std::unique_ptr<infer::GgufFile> file_;
+  std::unique_ptr<infer::Tokenizer> tok_;
+};
+
 }  // namespace
 
 void BindInferFunctions(py::module_& m) {
+  py::class_<PyTokenizer>(m, "Tokenizer")
+      .def(py::init<const std::string&>(), py::arg("path"))
+      .def("encode", &PyTokenizer::Encode, py::arg("text"), py::arg("add_bos") = false)
+      .def("decode", &PyTokenizer::Decode, py::arg("ids"), "The text's bytes (UTF-8).");
   m.def("gguf_write", &GgufWrite, py::arg("path"), py::arg("metadata"), py::arg("tensors"),
         "Writes a GGUF v3 file with keel's writer (tensors quantized with keel's quantizers).");
   py::class_<Session>(m, "LlamaSession")
