@@ -5,7 +5,7 @@
 //     tensors [(name, type, tensor)]: a float32 CPU tensor of shape [rows, cols] (or [cols]),
 //       stored as `type` ("f32", "f16", "bf16", "q8_0", "q4_0"), quantized row by row with
 //       keel's quantizers; GGUF's ne = the shape reversed.
-//   Tokenizer(path): .encode(text, add_bos=False) -> ids; .decode(ids) -> bytes
+//   Tokenizer(path): .encode(text, add_bos=False) -> ids; .decode(ids) -> bytes; .piece(id)
 //   LlamaSession(path, threads=1): .forward(tokens, all_logits=False) -> float32 tensor
 //     ([n_vocab], or [len(tokens), n_vocab]); .config -> dict; .position
 #include "infer_functions.h"
@@ -159,6 +159,7 @@ class PyTokenizer {
     return tok_->Encode(text, add_bos);
   }
   py::bytes Decode(const std::vector<int32_t>& ids) const { return tok_->Decode(ids); }
+  py::bytes Piece(int32_t id) const { return tok_->Decode(id); }
 
  private:
   std::unique_ptr<infer::GgufFile> file_;
@@ -171,7 +172,8 @@ void BindInferFunctions(py::module_& m) {
   py::class_<PyTokenizer>(m, "Tokenizer")
       .def(py::init<const std::string&>(), py::arg("path"))
       .def("encode", &PyTokenizer::Encode, py::arg("text"), py::arg("add_bos") = false)
-      .def("decode", &PyTokenizer::Decode, py::arg("ids"), "The text's bytes (UTF-8).");
+      .def("decode", &PyTokenizer::Decode, py::arg("ids"), "The text's bytes (UTF-8).")
+      .def("piece", &PyTokenizer::Piece, py::arg("id"), "One token's bytes, as streamed.");
   m.def("gguf_write", &GgufWrite, py::arg("path"), py::arg("metadata"), py::arg("tensors"),
         "Writes a GGUF v3 file with keel's writer (tensors quantized with keel's quantizers).");
   py::class_<Session>(m, "LlamaSession")

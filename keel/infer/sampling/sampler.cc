@@ -29,8 +29,8 @@ int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> 
   std::vector<float> l(logits.begin(), logits.end());
   const int32_t n = static_cast<int32_t>(l.size());
   if (o_.repeat_penalty != 1.0f) {
-    const size_t from = history.size() > size_t(o_.repeat_last_n)
-                            ? history.size() - o_.repeat_last_n : 0;
+    const size_t from =
+        history.size() > size_t(o_.repeat_last_n) ? history.size() - o_.repeat_last_n : 0;
     std::unordered_set<int32_t> seen(history.begin() + from, history.end());
     for (int32_t t : seen) {
       if (t < 0 || t >= n) continue;

@@ -52,7 +52,7 @@ TEST(Sampler, TopPAndMinPCutTheTail) {
 TEST(Sampler, RepetitionPenaltyDiscouragesRecentTokens) {
   Sampler s({.temperature = 0, .repeat_penalty = 1.2f, .repeat_last_n = 2});
   const std::vector<int32_t> recent = {7, 1};
-  EXPECT_EQ(s.Sample(kLogits, recent), 5);  // 3.0 / 1.2 = 2.5 < 2.9
+  EXPECT_EQ(s.Sample(kLogits, recent), 5);     // 3.0 / 1.2 = 2.5 < 2.9
   const std::vector<int32_t> old = {1, 7, 8};  // token 1 outside the last 2
   EXPECT_EQ(s.Sample(kLogits, old), 1);
 }

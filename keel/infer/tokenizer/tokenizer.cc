@@ -19,16 +19,15 @@ size_t Utf8Length(unsigned char c) {
   return 1;  // a stray continuation byte: its own symbol (byte fallback)
 }
 
-Status Bad(const std::string& what) {
-  return InvalidArgumentError("GGUF tokenizer: " + what);
-}
+Status Bad(const std::string& what) { return InvalidArgumentError("GGUF tokenizer: " + what); }
 
 }  // namespace
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& file) {
   KEEL_ASSIGN_OR_RETURN(std::string model, file.GetString("tokenizer.ggml.model"));
   if (model != "llama") {
-    return Bad("tokenizer model '" + model + "' is not supported (keel reads 'llama', the "
+    return Bad("tokenizer model '" + model +
+               "' is not supported (keel reads 'llama', the "
                "SentencePiece BPE vocabulary; 'gpt2' BPE is planned)");
   }
   std::unique_ptr<Tokenizer> t(new Tokenizer());
