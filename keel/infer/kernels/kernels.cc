@@ -12,24 +12,24 @@
 #include "keel/common/bfloat16.h"
 #include "keel/common/float16.h"
 #include "keel/common/thread_pool.h"
+#include "keel/infer/kernels/dot_row.h"
 #include "keel/infer/quant/quant.h"
 
 namespace keel::infer {
-namespace {
 
-float DotRow(const Matrix& w, int64_t r, const float* x) {
-  const uint8_t* row = w.data + r * w.row_bytes;
+namespace reference {
+float DotRow(GgmlType type, const uint8_t* row, const float* x, int64_t n) {
   float sum = 0;
-  switch (w.type) {
+  switch (type) {
     case GgmlType::kF32: {
       const float* f = reinterpret_cast<const float*>(row);
-      for (int64_t j = 0; j < w.cols; ++j) sum += f[j] * x[j];
+      for (int64_t j = 0; j < n; ++j) sum += f[j] * x[j];
       break;
     }
     case GgmlType::kF16:
     case GgmlType::kBF16: {
-      const bool half = w.type == GgmlType::kF16;
-      for (int64_t j = 0; j < w.cols; ++j) {
+      const bool half = type == GgmlType::kF16;
+      for (int64_t j = 0; j < n; ++j) {
         uint16_t h;
         std::memcpy(&h, row + 2 * j, 2);
         sum += (half ? Float16ToFloat(h) : BFloat16ToFloat(h)) * x[j];
@@ -37,7 +37,7 @@ float DotRow(const Matrix& w, int64_t r, const float* x) {
       break;
     }
     case GgmlType::kQ8_0:
-      for (int64_t b = 0; b < w.cols / kQ8_0Block; ++b) {
+      for (int64_t b = 0; b < n / kQ8_0Block; ++b) {
         BlockQ8_0 blk;
         std::memcpy(&blk, row + b * sizeof(BlockQ8_0), sizeof(blk));
         const float* xb = x + b * kQ8_0Block;
@@ -47,7 +47,7 @@ float DotRow(const Matrix& w, int64_t r, const float* x) {
       }
       break;
     case GgmlType::kQ4_0:
-      for (int64_t b = 0; b < w.cols / kQ4_0Block; ++b) {
+      for (int64_t b = 0; b < n / kQ4_0Block; ++b) {
         BlockQ4_0 blk;
         std::memcpy(&blk, row + b * sizeof(BlockQ4_0), sizeof(blk));
         const float* xb = x + b * kQ4_0Block;
@@ -64,6 +64,9 @@ float DotRow(const Matrix& w, int64_t r, const float* x) {
   }
   return sum;
 }
+}  // namespace reference
+
+namespace {
 
 void ForRows(int64_t rows, int64_t cost_per_row, ThreadPool* pool,
              const std::function<void(int64_t, int64_t)>& fn) {
@@ -78,7 +81,8 @@ void ForRows(int64_t rows, int64_t cost_per_row, ThreadPool* pool,
 
 void MatVec(const Matrix& w, const float* x, float* y, ThreadPool* pool) {
   ForRows(w.rows, w.cols, pool, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) y[r] = DotRow(w, r, x);
+    for (int64_t r = begin; r < end; ++r)
+      y[r] = simd::DotRow(w.type, w.data + r * w.row_bytes, x, w.cols);
   });
 }
 
@@ -86,7 +90,9 @@ void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* po
   // Rows of W outside, tokens inside: each weight row is read once per call.
   ForRows(w.rows, w.cols * n, pool, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      for (int64_t i = 0; i < n; ++i) y[i * w.rows + r] = DotRow(w, r, x + i * w.cols);
+      for (int64_t i = 0; i < n; ++i) {
+        y[i * w.rows + r] = simd::DotRow(w.type, w.data + r * w.row_bytes, x + i * w.cols, w.cols);
+      }
     }
   });
 }
