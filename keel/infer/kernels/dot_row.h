@@ -15,6 +15,10 @@ float DotRow(GgmlType type, const uint8_t* row, const float* x, int64_t n);
 }  // namespace reference
 namespace simd {
 float DotRow(GgmlType type, const uint8_t* row, const float* x, int64_t n);
+// Dots of one row with k (1..4) activation rows x[0..k): out[i] = DotRow(type, row, x[i], n)
+// up to float rounding; the weights are widened once for all k.
+void DotRow4(GgmlType type, const uint8_t* row, const float* const* x, int64_t k, int64_t n,
+             float* out);
 // The target the calls dispatch to now ("AVX3", "AVX2", ...).
 const char* TargetName();
 }  // namespace simd

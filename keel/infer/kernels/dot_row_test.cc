@@ -48,6 +48,24 @@ TEST(DotRow, EverySimdTargetMatchesTheReference) {
             ASSERT_NEAR(got, want, 1e-5 * magnitude + 1e-30)
                 << hwy::TargetName(target) << " type " << static_cast<int>(t) << " n " << len
                 << " scale " << scale;
+            // The 4-row variant, with 1..4 rows, against the same reference.
+            std::vector<std::vector<float>> xs(4, std::vector<float>(len));
+            for (auto& xv : xs) {
+              for (float& v : xv) v = normal(rng);
+            }
+            const float* ptrs[4] = {xs[0].data(), xs[1].data(), xs[2].data(), xs[3].data()};
+            for (int64_t k = 1; k <= 4; ++k) {
+              float out[4];
+              simd::DotRow4(t, row.data(), ptrs, k, len, out);
+              for (int64_t i = 0; i < k; ++i) {
+                double mag = 0;
+                for (int64_t j = 0; j < len; ++j) mag += std::fabs(double(deq[j]) * xs[i][j]);
+                ASSERT_NEAR(out[i], reference::DotRow(t, row.data(), ptrs[i], len),
+                            1e-5 * mag + 1e-30)
+                    << "DotRow4 " << hwy::TargetName(target) << " type " << static_cast<int>(t)
+                    << " k " << k << " i " << i;
+              }
+            }
             ++checked;
           }
         }

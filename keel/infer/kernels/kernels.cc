@@ -87,11 +87,19 @@ void MatVec(const Matrix& w, const float* x, float* y, ThreadPool* pool) {
 }
 
 void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
-  // Rows of W outside, tokens inside: each weight row is read once per call.
+  // Rows of W outside, tokens inside, four at a time: each weight row is read and widened
+  // once per four tokens.
   ForRows(w.rows, w.cols * n, pool, [&](int64_t begin, int64_t end) {
+    float out[4];
     for (int64_t r = begin; r < end; ++r) {
-      for (int64_t i = 0; i < n; ++i) {
-        y[i * w.rows + r] = simd::DotRow(w.type, w.data + r * w.row_bytes, x + i * w.cols, w.cols);
+      const uint8_t* row = w.data + r * w.row_bytes;
+      for (int64_t i = 0; i < n; i += 4) {
+        const int64_t k = std::min<int64_t>(4, n - i);
+        const float* xs[4] = {x + i * w.cols, x + std::min(i + 1, n - 1) * w.cols,
+                              x + std::min(i + 2, n - 1) * w.cols,
+                              x + std::min(i + 3, n - 1) * w.cols};
+        simd::DotRow4(w.type, row, xs, k, w.cols, out);
+        for (int64_t j = 0; j < k; ++j) y[(i + j) * w.rows + r] = out[j];
       }
     }
   });

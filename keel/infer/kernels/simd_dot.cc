@@ -134,6 +134,110 @@ float DotQ4_0(const uint8_t* row, const float* x, int64_t n) {
   return hn::GetLane(hn::SumOfLanes(d, acc));
 }
 
+// One weight row against four activation rows (prefill): each weight vector is loaded and
+// widened once and used four times. x1..x3 may alias x0 (fewer rows: results discarded).
+template <class D, class LoadW>
+HWY_INLINE void Dot4Plain(D d, int64_t n, const float* const* x, float* out, LoadW load_w) {
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  int64_t j = 0;
+  for (; j + lanes <= n; j += lanes) {
+    const auto w = load_w(j);
+    a0 = hn::MulAdd(w, hn::LoadU(d, x[0] + j), a0);
+    a1 = hn::MulAdd(w, hn::LoadU(d, x[1] + j), a1);
+    a2 = hn::MulAdd(w, hn::LoadU(d, x[2] + j), a2);
+    a3 = hn::MulAdd(w, hn::LoadU(d, x[3] + j), a3);
+  }
+  out[0] = hn::GetLane(hn::SumOfLanes(d, a0));
+  out[1] = hn::GetLane(hn::SumOfLanes(d, a1));
+  out[2] = hn::GetLane(hn::SumOfLanes(d, a2));
+  out[3] = hn::GetLane(hn::SumOfLanes(d, a3));
+}
+
+// Quantized rows: `widen(block, j)` gives weights j..j+lanes of a block as floats (unscaled).
+template <class D, class Widen>
+HWY_INLINE void Dot4Blocks(D d, int64_t n, int64_t block_bytes, const uint8_t* row,
+                           const float* const* x, float* out, Widen widen) {
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const uint8_t* blk = row + b * block_bytes;
+    uint16_t dh;
+    std::memcpy(&dh, blk, 2);
+    const auto scale = hn::Set(d, Float16ToFloat(dh));
+    auto b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
+    for (int64_t j = 0; j < 32; j += lanes) {
+      const auto w = widen(blk + 2, j);
+      const int64_t at = b * 32 + j;
+      b0 = hn::MulAdd(w, hn::LoadU(d, x[0] + at), b0);
+      b1 = hn::MulAdd(w, hn::LoadU(d, x[1] + at), b1);
+      b2 = hn::MulAdd(w, hn::LoadU(d, x[2] + at), b2);
+      b3 = hn::MulAdd(w, hn::LoadU(d, x[3] + at), b3);
+    }
+    a0 = hn::MulAdd(scale, b0, a0);
+    a1 = hn::MulAdd(scale, b1, a1);
+    a2 = hn::MulAdd(scale, b2, a2);
+    a3 = hn::MulAdd(scale, b3, a3);
+  }
+  out[0] = hn::GetLane(hn::SumOfLanes(d, a0));
+  out[1] = hn::GetLane(hn::SumOfLanes(d, a1));
+  out[2] = hn::GetLane(hn::SumOfLanes(d, a2));
+  out[3] = hn::GetLane(hn::SumOfLanes(d, a3));
+}
+
+// Returns false when the row must go through DotRow one activation at a time (lengths that
+// are not whole vectors, other types).
+bool Dot4Impl(GgmlType type, const uint8_t* row, const float* const* x, int64_t n, float* out) {
+  const DQ d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  if (n % 32 != 0 || 32 % lanes != 0) return false;
+  const hn::RebindToSigned<DQ> di32;
+  switch (type) {
+    case GgmlType::kF32: {
+      const float* w = reinterpret_cast<const float*>(row);
+      Dot4Plain(d, n, x, out, [&](int64_t j) { return hn::LoadU(d, w + j); });
+      return true;
+    }
+    case GgmlType::kF16: {
+      const hn::Rebind<hwy::float16_t, DQ> dh;
+      const auto* w = reinterpret_cast<const hwy::float16_t*>(row);
+      Dot4Plain(d, n, x, out, [&](int64_t j) { return hn::PromoteTo(d, hn::LoadU(dh, w + j)); });
+      return true;
+    }
+    case GgmlType::kBF16: {
+      const hn::RebindToUnsigned<DQ> du32;
+      const hn::Rebind<uint16_t, DQ> du16;
+      const auto* w = reinterpret_cast<const uint16_t*>(row);
+      Dot4Plain(d, n, x, out, [&](int64_t j) {
+        return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du32, hn::LoadU(du16, w + j))));
+      });
+      return true;
+    }
+    case GgmlType::kQ8_0: {
+      const hn::Rebind<int8_t, DQ> di8;
+      Dot4Blocks(d, n, sizeof(BlockQ8_0), row, x, out, [&](const uint8_t* qs, int64_t j) {
+        return hn::ConvertTo(
+            d, hn::PromoteTo(di32, hn::LoadU(di8, reinterpret_cast<const int8_t*>(qs) + j)));
+      });
+      return true;
+    }
+    case GgmlType::kQ4_0: {
+      const hn::Rebind<uint8_t, DQ> du8;
+      const auto low_mask = hn::Set(di32, 0x0F), eight = hn::Set(di32, 8);
+      Dot4Blocks(d, n, sizeof(BlockQ4_0), row, x, out, [&](const uint8_t* qs, int64_t j) {
+        // Weights 0..15 are the low nibbles of bytes 0..15, weights 16..31 the high nibbles.
+        const int64_t byte = j % 16;
+        const auto bytes = hn::PromoteTo(di32, hn::LoadU(du8, qs + byte));
+        const auto q = j < 16 ? hn::And(bytes, low_mask) : hn::ShiftRight<4>(bytes);
+        return hn::ConvertTo(d, hn::Sub(q, eight));
+      });
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 float DotRowImpl(GgmlType type, const uint8_t* row, const float* x, int64_t n) {
   switch (type) {
     case GgmlType::kF32:
@@ -159,7 +263,23 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace keel::infer::simd {
 HWY_EXPORT(DotRowImpl);
+HWY_EXPORT(Dot4Impl);
 HWY_EXPORT(TargetId);
+
+void DotRow4(GgmlType type, const uint8_t* row, const float* const* x, int64_t k, int64_t n,
+             float* out) {
+  if (k == 1) {  // decode: no point widening for rows that are not there
+    out[0] = DotRow(type, row, x[0], n);
+    return;
+  }
+  const float* xs[4] = {x[0], x[k > 1 ? 1 : 0], x[k > 2 ? 2 : 0], x[k > 3 ? 3 : 0]};
+  float tmp[4];
+  if (HWY_DYNAMIC_DISPATCH(Dot4Impl)(type, row, xs, n, tmp)) {
+    for (int64_t i = 0; i < k; ++i) out[i] = tmp[i];
+    return;
+  }
+  for (int64_t i = 0; i < k; ++i) out[i] = DotRow(type, row, x[i], n);
+}
 
 float DotRow(GgmlType type, const uint8_t* row, const float* x, int64_t n) {
   return HWY_DYNAMIC_DISPATCH(DotRowImpl)(type, row, x, n);
