@@ -189,7 +189,10 @@ void CheckpointHost::QueueNewest() {
     for (Slot& s : r.slots) {
       if (s.complete && (newest == nullptr || s.step > newest->step)) newest = &s;
     }
-    if (newest != nullptr && !newest->persisted) newest->queued = true;
+    // A slot the persister is writing right now (pinned) will be marked persisted when it
+    // finishes; queueing it again would persist the same step twice.
+    const bool in_flight = r.pinned >= 0 && newest == &r.slots[r.pinned];
+    if (newest != nullptr && !newest->persisted && !in_flight) newest->queued = true;
   }
   cv_.SignalAll();
 }
