@@ -34,6 +34,23 @@ float LoadGrad(const Buffers& b, int64_t i) {
 float Max(float a, float b) { return a > b ? a : b; }
 float Min(float a, float b) { return a < b ? a : b; }
 
+// u = clip(z, -l1, l1) - z: the l1 soft-threshold, sign flipped (the group solve's direction).
+float Shrink(float z, float l1) { return Min(Max(z, -l1), l1) - z; }
+
+// The group-lasso solve shared by the group optimizers: with |u| the row's norm (norm_sq
+// from the update loop), the row becomes (1 - T/|u|) u / denom(i) if |u| > T, else exactly 0.
+template <class Denom>
+bool SolveGroupRow(const Buffers& b, const float* z, int64_t dim, float l1, float threshold,
+                   double norm_sq, Denom denom) {
+  const float norm = static_cast<float>(std::sqrt(norm_sq));
+  const bool keep = norm > threshold;
+  const float scale = keep ? 1 - threshold / norm : 0.0f;
+  for (int64_t i = 0; i < dim; ++i) {
+    StoreParam(b, i, keep ? scale * Shrink(z[i], l1) / denom(i) : 0.0f);
+  }
+  return keep;
+}
+
 }  // namespace
 
 void AdamW(const internal::AdamWArgs& a, int64_t begin, int64_t end) {
@@ -101,18 +118,11 @@ bool GroupAdamRow(const internal::GroupAdamArgs& a, bool first) {
     a.buf.s0[i] = m;
     a.buf.s1[i] = v;
     a.buf.s2[i] = z;
-    const float u = Min(Max(z, -a.l1), a.l1) - z;
+    const float u = Shrink(z, a.l1);
     norm_sq += double(u) * u;
   }
-  const float norm = static_cast<float>(std::sqrt(norm_sq));
-  const bool keep = norm > a.threshold;
-  const float scale = keep ? 1 - a.threshold / norm : 0.0f;
-  for (int64_t i = 0; i < a.dim; ++i) {
-    const float z = a.buf.s2[i];
-    const float u = Min(Max(z, -a.l1), a.l1) - z;
-    StoreParam(a.buf, i, keep ? scale * u / (std::sqrt(a.buf.s1[i]) + a.eps + a.l2_twice) : 0.0f);
-  }
-  return keep;
+  return SolveGroupRow(a.buf, a.buf.s2, a.dim, a.l1, a.threshold, norm_sq,
+                       [&](int64_t i) { return std::sqrt(a.buf.s1[i]) + a.eps + a.l2_twice; });
 }
 
 bool GroupFtrlRow(const internal::GroupFtrlArgs& a) {
@@ -127,18 +137,11 @@ bool GroupFtrlRow(const internal::GroupFtrlArgs& a) {
     const float z = a.buf.s1[i] + g - sigma * w;
     a.buf.s0[i] = n;
     a.buf.s1[i] = z;
-    const float u = Min(Max(z, -a.l1), a.l1) - z;
+    const float u = Shrink(z, a.l1);
     norm_sq += double(u) * u;
   }
-  const float norm = static_cast<float>(std::sqrt(norm_sq));
-  const bool keep = norm > a.threshold;
-  const float scale = keep ? 1 - a.threshold / norm : 0.0f;
-  for (int64_t i = 0; i < a.dim; ++i) {
-    const float z = a.buf.s1[i];
-    const float u = Min(Max(z, -a.l1), a.l1) - z;
-    StoreParam(a.buf, i, keep ? scale * u / (power(a.buf.s0[i]) * a.inv_lr + a.l2_twice) : 0.0f);
-  }
-  return keep;
+  return SolveGroupRow(a.buf, a.buf.s1, a.dim, a.l1, a.threshold, norm_sq,
+                       [&](int64_t i) { return power(a.buf.s0[i]) * a.inv_lr + a.l2_twice; });
 }
 
 }  // namespace keel::optim::reference

@@ -129,18 +129,8 @@ LlamaSession::LlamaSession(const LlamaModel& model, ThreadPool* pool)
       k_blocks_(model.config().n_layer),
       v_blocks_(model.config().n_layer) {}
 
-float* LlamaSession::KBlock(int64_t layer, int64_t pos) {
-  auto& blocks = k_blocks_[layer];
-  const auto& c = model_.config();
-  while (static_cast<int64_t>(blocks.size()) <= pos / kBlock) {
-    blocks.push_back(std::make_unique<float[]>(kBlock * c.n_head_kv * c.head_dim));
-  }
-  return blocks[pos / kBlock].get();
-}
-
-float* LlamaSession::VBlock(int64_t layer, int64_t pos) {
-  auto& blocks = v_blocks_[layer];
-  const auto& c = model_.config();
+float* LlamaSession::Block(std::vector<std::unique_ptr<float[]>>& blocks, int64_t pos) const {
+  const LlamaConfig& c = model_.config();
   while (static_cast<int64_t>(blocks.size()) <= pos / kBlock) {
     blocks.push_back(std::make_unique<float[]>(kBlock * c.n_head_kv * c.head_dim));
   }
@@ -182,8 +172,8 @@ StatusOr<std::vector<float>> LlamaSession::Forward(std::span<const int32_t> toke
       const int64_t p = pos_ + i;
       Rope(&q[i * E], c.n_head, c.head_dim, p, c.rope_base);
       Rope(&k[i * kv_width], c.n_head_kv, c.head_dim, p, c.rope_base);
-      std::memcpy(KBlock(l, p) + (p % kBlock) * kv_width, &k[i * kv_width], kv_width * 4);
-      std::memcpy(VBlock(l, p) + (p % kBlock) * kv_width, &v[i * kv_width], kv_width * 4);
+      std::memcpy(Block(k_blocks_[l], p) + (p % kBlock) * kv_width, &k[i * kv_width], kv_width * 4);
+      std::memcpy(Block(v_blocks_[l], p) + (p % kBlock) * kv_width, &v[i * kv_width], kv_width * 4);
     }
     std::vector<const float*> kb, vb;
     for (const auto& b : k_blocks_[l]) kb.push_back(b.get());

@@ -79,8 +79,8 @@ class LlamaSession {
 
  private:
   static constexpr int64_t kBlock = 16;
-  float* KBlock(int64_t layer, int64_t pos);
-  float* VBlock(int64_t layer, int64_t pos);
+  // The block of `blocks` (one layer's K or V) holding `pos`, allocated on first use.
+  float* Block(std::vector<std::unique_ptr<float[]>>& blocks, int64_t pos) const;
 
   const LlamaModel& model_;
   ThreadPool* pool_;
