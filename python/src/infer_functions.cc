@@ -6,7 +6,7 @@
 //       stored as `type` ("f32", "f16", "bf16", "q8_0", "q4_0"), quantized row by row with
 //       keel's quantizers; GGUF's ne = the shape reversed.
 //   Tokenizer(path): .encode(text, add_bos=False) -> ids; .decode(ids) -> bytes; .piece(id)
-//   LlamaSession(path, threads=1): .forward(tokens, all_logits=False) -> float32 tensor
+//   LlamaSession(path, threads=1, quantize_activations=True): .forward(tokens, all_logits=False) -> float32 tensor
 //     ([n_vocab], or [len(tokens), n_vocab]); .config -> dict; .position
 #include "infer_functions.h"
 
@@ -102,11 +102,11 @@ void GgufWrite(const std::string& path, const py::list& metadata, const py::list
 
 class Session {
  public:
-  Session(const std::string& path, int threads) {
+  Session(const std::string& path, int threads, bool quantize_activations) {
     if (threads < 1 || threads > 1024) throw py::value_error("threads must be 1..1024");
     model_ = ValueOrThrow(infer::LlamaModel::Load(path));
     if (threads > 1) pool_ = std::make_unique<ThreadPool>(threads - 1, "keel-infer");
-    session_ = std::make_unique<infer::LlamaSession>(*model_, pool_.get());
+    session_ = std::make_unique<infer::LlamaSession>(*model_, pool_.get(), quantize_activations);
   }
 
   py::object Forward(const std::vector<int32_t>& tokens, bool all_logits) {
@@ -177,7 +177,8 @@ void BindInferFunctions(py::module_& m) {
   m.def("gguf_write", &GgufWrite, py::arg("path"), py::arg("metadata"), py::arg("tensors"),
         "Writes a GGUF v3 file with keel's writer (tensors quantized with keel's quantizers).");
   py::class_<Session>(m, "LlamaSession")
-      .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 1)
+      .def(py::init<const std::string&, int, bool>(), py::arg("path"), py::arg("threads") = 1,
+           py::arg("quantize_activations") = true)
       .def("forward", &Session::Forward, py::arg("tokens"), py::arg("all_logits") = false)
       .def_property_readonly("config", &Session::Config)
       .def_property_readonly("position", &Session::position);

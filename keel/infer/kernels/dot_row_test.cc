@@ -7,6 +7,7 @@
 #include <hwy/targets.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -74,6 +75,84 @@ TEST(DotRow, EverySimdTargetMatchesTheReference) {
   }
   hwy::SetSupportedTargetsForTest(0);
   EXPECT_GT(checked, 300);
+}
+
+// The integer path: quantized activations against Q8_0 / Q4_0 rows, every target, every tile
+// shape, against the scalar definition; and the definition against float math on the
+// dequantized values (the integer sums must be exact).
+TEST(DotRowQ, EverySimdTargetMatchesTheReference) {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0, 1);
+  int checked = 0;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    std::printf("integer path on %s\n", hwy::TargetName(target));
+    for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+      for (int64_t n : {32, 64, 256, 4096}) {
+        for (float scale : {1.0f, 0.0f, 1e3f, 1e-20f}) {
+          const int64_t row_bytes = *RowBytes(t, n);
+          std::vector<uint8_t> rows(4 * row_bytes);
+          std::vector<std::vector<ActBlock>> acts(4, std::vector<ActBlock>(n / 32));
+          for (int64_t r = 0; r < 4; ++r) {
+            std::vector<float> w(n), x(n);
+            for (float& v : w) v = normal(rng) * scale;
+            for (float& v : x) v = normal(rng) * (r == 3 ? 1e4f : 1.0f);
+            ASSERT_TRUE(QuantizeRow(t, w, {rows.data() + r * row_bytes, size_t(row_bytes)}).ok());
+            QuantizeActivations(x.data(), n, acts[r].data());
+          }
+          const ActBlock* xs[4] = {acts[0].data(), acts[1].data(), acts[2].data(),
+                                   acts[3].data()};
+          for (auto [k_rows, k_x] : {std::pair{1, 1}, {2, 1}, {4, 1}, {3, 1}, {1, 2}, {1, 4},
+                                     {1, 3}, {2, 3}}) {
+            float out[16];
+            simd::DotRowsQ(t, rows.data(), row_bytes, k_rows, xs, k_x, n, out);
+            for (int64_t r = 0; r < k_rows; ++r) {
+              for (int64_t c = 0; c < k_x; ++c) {
+                const uint8_t* row = rows.data() + r * row_bytes;
+                std::vector<float> deq(n);
+                ASSERT_TRUE(DequantizeRow(t, {row, size_t(row_bytes)}, deq).ok());
+                double magnitude = 0, exact = 0;
+                for (int64_t j = 0; j < n; ++j) {
+                  const double xv = double(xs[c][j / 32].d) * xs[c][j / 32].q[j % 32];
+                  magnitude += std::fabs(deq[j] * xv);
+                  exact += deq[j] * xv;
+                }
+                const float want = reference::DotRowQ(t, row, xs[c], n);
+                ASSERT_NEAR(want, exact, 1e-5 * magnitude + 1e-30) << "reference n " << n;
+                ASSERT_NEAR(out[r * k_x + c], want, 1e-5 * magnitude + 1e-30)
+                    << hwy::TargetName(target) << " type " << static_cast<int>(t) << " n " << n
+                    << " tile " << k_rows << "x" << k_x << " at " << r << "," << c;
+                ++checked;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  EXPECT_GT(checked, 1000);
+}
+
+TEST(DotRowQ, ActivationsRoundTripWithinHalfAStep) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0, 3);
+  std::vector<float> x(256);
+  for (float& v : x) v = normal(rng);
+  x[5] = 0;
+  std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero block: d = 0, q = 0
+  std::vector<ActBlock> q(8);
+  QuantizeActivations(x.data(), 256, q.data());
+  for (int64_t j = 0; j < 256; ++j) {
+    const ActBlock& b = q[j / 32];
+    EXPECT_LE(std::fabs(b.d * b.q[j % 32] - x[j]), 0.5f * b.d * (1 + 1e-6f)) << j;
+  }
+  for (const ActBlock& b : q) {
+    int32_t sum = 0;
+    for (int8_t v : b.q) sum += v;
+    EXPECT_EQ(b.sum, sum);
+  }
+  EXPECT_EQ(q[1].d, 0.0f);
 }
 
 }  // namespace

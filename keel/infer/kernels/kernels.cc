@@ -17,55 +17,6 @@
 
 namespace keel::infer {
 
-namespace reference {
-float DotRow(GgmlType type, const uint8_t* row, const float* x, int64_t n) {
-  float sum = 0;
-  switch (type) {
-    case GgmlType::kF32: {
-      const float* f = reinterpret_cast<const float*>(row);
-      for (int64_t j = 0; j < n; ++j) sum += f[j] * x[j];
-      break;
-    }
-    case GgmlType::kF16:
-    case GgmlType::kBF16: {
-      const bool half = type == GgmlType::kF16;
-      for (int64_t j = 0; j < n; ++j) {
-        uint16_t h;
-        std::memcpy(&h, row + 2 * j, 2);
-        sum += (half ? Float16ToFloat(h) : BFloat16ToFloat(h)) * x[j];
-      }
-      break;
-    }
-    case GgmlType::kQ8_0:
-      for (int64_t b = 0; b < n / kQ8_0Block; ++b) {
-        BlockQ8_0 blk;
-        std::memcpy(&blk, row + b * sizeof(BlockQ8_0), sizeof(blk));
-        const float* xb = x + b * kQ8_0Block;
-        float s = 0;
-        for (int64_t j = 0; j < kQ8_0Block; ++j) s += static_cast<float>(blk.qs[j]) * xb[j];
-        sum += Float16ToFloat(blk.d) * s;
-      }
-      break;
-    case GgmlType::kQ4_0:
-      for (int64_t b = 0; b < n / kQ4_0Block; ++b) {
-        BlockQ4_0 blk;
-        std::memcpy(&blk, row + b * sizeof(BlockQ4_0), sizeof(blk));
-        const float* xb = x + b * kQ4_0Block;
-        float s = 0;
-        for (int64_t j = 0; j < kQ4_0Block / 2; ++j) {
-          s += static_cast<float>((blk.qs[j] & 0x0F) - 8) * xb[j];
-          s += static_cast<float>((blk.qs[j] >> 4) - 8) * xb[j + kQ4_0Block / 2];
-        }
-        sum += Float16ToFloat(blk.d) * s;
-      }
-      break;
-    default:
-      break;  // rejected when the model is loaded
-  }
-  return sum;
-}
-}  // namespace reference
-
 namespace {
 
 // Products below ~1M multiply-adds run on the calling thread: waking the pool (a condition
@@ -102,6 +53,32 @@ void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* po
                               x + std::min(i + 2, n - 1) * w.cols,
                               x + std::min(i + 3, n - 1) * w.cols};
         simd::DotRow4(w.type, row, xs, k, w.cols, out);
+        for (int64_t j = 0; j < k; ++j) y[(i + j) * w.rows + r] = out[j];
+      }
+    }
+  });
+}
+
+void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ThreadPool* pool) {
+  const int64_t blocks = w.cols / 32;
+  if (n == 1) {  // decode: four weight rows per pass over the activations
+    ForRows((w.rows + 3) / 4, 4 * w.cols, pool, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) {
+        const int64_t r = 4 * g, k = std::min<int64_t>(4, w.rows - r);
+        simd::DotRowsQ(w.type, w.data + r * w.row_bytes, w.row_bytes, k, &xq, 1, w.cols, y + r);
+      }
+    });
+    return;
+  }
+  ForRows(w.rows, w.cols * n, pool, [&](int64_t begin, int64_t end) {
+    float out[4];
+    for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* row = w.data + r * w.row_bytes;
+      for (int64_t i = 0; i < n; i += 4) {
+        const int64_t k = std::min<int64_t>(4, n - i);
+        const ActBlock* xs[4];
+        for (int64_t j = 0; j < k; ++j) xs[j] = xq + (i + j) * blocks;
+        simd::DotRowsQ(w.type, row, w.row_bytes, 1, xs, k, w.cols, out);
         for (int64_t j = 0; j < k; ++j) y[(i + j) * w.rows + r] = out[j];
       }
     }

@@ -22,6 +22,8 @@ class ThreadPool;
 
 namespace keel::infer {
 
+struct ActBlock;  // dot_row.h
+
 // A weight matrix as GGUF stores it: `rows` rows of `cols` elements (ne0 = cols), each row
 // RowBytes(type, cols) bytes.
 struct Matrix {
@@ -36,6 +38,10 @@ struct Matrix {
 void MatVec(const Matrix& w, const float* x, float* y, ThreadPool* pool);
 // Y[i] = W X[i] for n rows of X (row-major [n][cols] -> [n][rows]).
 void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+// The same with activations quantized to 8 bits (QuantizeActivations, cols / 32 blocks per row
+// of X) for Q8_0 and Q4_0 weights (HasActivationPath): integer block products, as llama.cpp
+// computes them; adds the activations' rounding (~0.2% of a dot's magnitude).
+void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ThreadPool* pool);
 // Row `r` of W as float32 (embedding lookup).
 void DequantizeRowOf(const Matrix& w, int64_t r, float* out);
 

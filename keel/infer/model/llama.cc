@@ -123,11 +123,25 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& path) 
   return m;
 }
 
-LlamaSession::LlamaSession(const LlamaModel& model, ThreadPool* pool)
+LlamaSession::LlamaSession(const LlamaModel& model, ThreadPool* pool, bool quantize_activations)
     : model_(model),
       pool_(pool),
+      quantize_activations_(quantize_activations),
       k_blocks_(model.config().n_layer),
       v_blocks_(model.config().n_layer) {}
+
+void LlamaSession::Mul(const Matrix& w, const float* x, int64_t n, std::vector<ActBlock>& xq,
+                       float* y) {
+  if (!quantize_activations_ || !HasActivationPath(w.type)) {
+    MatMul(w, x, n, y, pool_);
+    return;
+  }
+  if (xq.empty()) {
+    xq.resize(n * w.cols / 32);
+    QuantizeActivations(x, n * w.cols, xq.data());
+  }
+  MatMulQ(w, xq.data(), n, y, pool_);
+}
 
 float* LlamaSession::Block(std::vector<std::unique_ptr<float[]>>& blocks, int64_t pos) const {
   const LlamaConfig& c = model_.config();
@@ -165,9 +179,10 @@ StatusOr<std::vector<float>> LlamaSession::Forward(std::span<const int32_t> toke
     for (int64_t i = 0; i < n; ++i) {
       RmsNorm(&x[i * E], L.attn_norm.data(), E, c.rms_eps, &h[i * E]);
     }
-    MatMul(L.wq, h.data(), n, q.data(), pool_);
-    MatMul(L.wk, h.data(), n, k.data(), pool_);
-    MatMul(L.wv, h.data(), n, v.data(), pool_);
+    std::vector<ActBlock> hq;  // h quantized, shared by the products that read h
+    Mul(L.wq, h.data(), n, hq, q.data());
+    Mul(L.wk, h.data(), n, hq, k.data());
+    Mul(L.wv, h.data(), n, hq, v.data());
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = pos_ + i;
       Rope(&q[i * E], c.n_head, c.head_dim, p, c.rope_base);
@@ -191,15 +206,18 @@ StatusOr<std::vector<float>> LlamaSession::Forward(std::span<const int32_t> toke
                        .scale = scale,
                        .out = attn.data()};
     KEEL_RETURN_IF_ERROR(Attention(args, pool_));
-    MatMul(L.wo, attn.data(), n, proj.data(), pool_);
+    std::vector<ActBlock> attn_q;
+    Mul(L.wo, attn.data(), n, attn_q, proj.data());
     for (int64_t j = 0; j < n * E; ++j) x[j] += proj[j];
     for (int64_t i = 0; i < n; ++i) {
       RmsNorm(&x[i * E], L.ffn_norm.data(), E, c.rms_eps, &h[i * E]);
     }
-    MatMul(L.w_gate, h.data(), n, gate.data(), pool_);
-    MatMul(L.w_up, h.data(), n, up.data(), pool_);
+    hq.clear();
+    Mul(L.w_gate, h.data(), n, hq, gate.data());
+    Mul(L.w_up, h.data(), n, hq, up.data());
     SwiGlu(gate.data(), up.data(), n * c.n_ff, gate.data());
-    MatMul(L.w_down, gate.data(), n, proj.data(), pool_);
+    std::vector<ActBlock> gate_q;
+    Mul(L.w_down, gate.data(), n, gate_q, proj.data());
     for (int64_t j = 0; j < n * E; ++j) x[j] += proj[j];
   }
   pos_ += n;
@@ -209,7 +227,8 @@ StatusOr<std::vector<float>> LlamaSession::Forward(std::span<const int32_t> toke
     RmsNorm(&x[i * E], model_.output_norm().data(), E, c.rms_eps, &h[(i - first) * E]);
   }
   std::vector<float> logits(rows * c.n_vocab);
-  MatMul(model_.output(), h.data(), rows, logits.data(), pool_);
+  std::vector<ActBlock> hq;
+  Mul(model_.output(), h.data(), rows, hq, logits.data());
   return logits;
 }
 
