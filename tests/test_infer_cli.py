@@ -27,6 +27,20 @@ def model(tmp_path_factory):
     n = sp.get_piece_size()
     types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1
              for i in range(n)]
+    meta = [("tokenizer.ggml.model", "llama"),
+            ("tokenizer.ggml.tokens", [sp.id_to_piece(i) for i in range(n)]),
+            ("tokenizer.ggml.scores", [float(sp.get_score(i)) for i in range(n)]),
+            ("tokenizer.ggml.token_type", types),
+            ("tokenizer.ggml.bos_token_id", sp.bos_id()),
+            ("tokenizer.ggml.eos_token_id", sp.eos_id())]
+    path = d / "tiny.gguf"
+    write_tiny_llama(path, n, meta)
+    return path
+
+
+def write_tiny_llama(path, n_vocab, tokenizer_meta):
+    """A 2-layer random-weight LLaMA over `n_vocab` tokens with the given tokenizer keys."""
+    n = n_vocab
     g = torch.Generator().manual_seed(0)
     embd, ff, layers = 64, 128, 2
     w = {"token_embd.weight": torch.randn(n, embd, generator=g),
@@ -45,29 +59,22 @@ def model(tmp_path_factory):
             ("llama.feed_forward_length", ff), ("llama.attention.head_count", 4),
             ("llama.attention.head_count_kv", 2),
             ("llama.attention.layer_norm_rms_epsilon", 1e-5),
-            ("tokenizer.ggml.model", "llama"),
-            ("tokenizer.ggml.tokens", [sp.id_to_piece(i) for i in range(n)]),
-            ("tokenizer.ggml.scores", [float(sp.get_score(i)) for i in range(n)]),
-            ("tokenizer.ggml.token_type", types),
-            ("tokenizer.ggml.bos_token_id", sp.bos_id()),
-            ("tokenizer.ggml.eos_token_id", sp.eos_id())]
-    path = d / "tiny.gguf"
+            *tokenizer_meta]
     _C.gguf_write(str(path), meta, [(k, "f32", v.contiguous()) for k, v in w.items()])
-    return path
 
 
 def generate(keel_bin, *args):
     return subprocess.run([keel_bin, "generate", *args], capture_output=True, timeout=120)
 
 
-def greedy_text(path, prompt, n):
+def greedy_text(path, prompt, n, eos=2):  # 2: sentencepiece's default </s>
     tok, s = _C.Tokenizer(str(path)), _C.LlamaSession(str(path))
     ids = tok.encode(prompt, add_bos=True)
     logits = s.forward(ids)
     out = []
     for _ in range(n):
         nxt = int(logits.argmax())
-        if nxt == 2:  # sentencepiece's default </s>
+        if nxt == eos:
             break
         out.append(nxt)
         logits = s.forward([nxt])
@@ -82,6 +89,38 @@ def test_greedy_generation_streams_the_models_tokens(keel_bin, model):
     assert r.stdout[len(b"The computer"):] == greedy_text(model, "The computer", 24)
     err = r.stderr.decode()
     assert "prompt:" in err and "generation: 24 tokens" in err and "tok/s" in err
+
+
+def gpt2_byte_chars():
+    """GPT-2's byte alphabet: printable Latin-1 bytes are themselves, the rest U+0100.. in order."""
+    printable = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or b >= 0xAE]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(0x100 + i) for i, b in enumerate(others)})
+    return [table[b] for b in range(256)]
+
+
+def test_generate_with_a_gpt2_vocabulary(keel_bin, tmp_path):
+    tokens = gpt2_byte_chars()
+    merges = ["T h", "Th e", "\u0120 c", "o m", "\u0120c om", "p u", "t e"]
+    for m in merges:
+        tokens.append(m.replace(" ", ""))
+    tokens.append("<|endoftext|>")
+    eot = len(tokens) - 1
+    path = tmp_path / "tiny-gpt2.gguf"
+    write_tiny_llama(path, len(tokens), [
+        ("tokenizer.ggml.model", "gpt2"), ("tokenizer.ggml.pre", "gpt-2"),
+        ("tokenizer.ggml.tokens", tokens), ("tokenizer.ggml.merges", merges),
+        ("tokenizer.ggml.token_type", [1] * eot + [3]),
+        ("tokenizer.ggml.bos_token_id", eot), ("tokenizer.ggml.eos_token_id", eot)])
+    # No BOS (gpt2's default), no leading space: "The", " com", "pu", "te", "r".
+    ids = _C.Tokenizer(str(path)).encode("The computer", add_bos=True)
+    assert ids == [tokens.index(t) for t in ["The", "\u0120com", "pu", "te", "r"]]
+    r = generate(keel_bin, "--model", str(path), "--prompt", "The computer", "-n", "24",
+                 "--temperature", "0", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"The computer" + greedy_text(path, "The computer", 24, eos=eot)
+    assert "prompt: 5 tokens" in r.stderr.decode()
 
 
 def test_seeded_sampling_is_reproducible(keel_bin, model):

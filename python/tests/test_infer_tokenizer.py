@@ -64,10 +64,10 @@ def test_byte_fallback_and_bos(tmp_path):
 
 
 def test_unsupported_or_broken_vocabularies_are_rejected(tmp_path):
-    _C.gguf_write(str(tmp_path / "gpt2.gguf"), [("tokenizer.ggml.model", "gpt2"),
+    _C.gguf_write(str(tmp_path / "bert.gguf"), [("tokenizer.ggml.model", "bert"),
                                                ("tokenizer.ggml.tokens", ["a"])], [])
-    with pytest.raises(ValueError, match="'gpt2' is not supported"):
-        _C.Tokenizer(str(tmp_path / "gpt2.gguf"))
+    with pytest.raises(ValueError, match="'bert' is not supported"):
+        _C.Tokenizer(str(tmp_path / "bert.gguf"))
     _C.gguf_write(str(tmp_path / "bad.gguf"), [("tokenizer.ggml.model", "llama"),
                                               ("tokenizer.ggml.tokens", ["a", "b"]),
                                               ("tokenizer.ggml.scores", [0.0])], [])

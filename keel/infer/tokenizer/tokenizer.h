@@ -4,18 +4,32 @@
 //   std::vector<int32_t> ids = tok->Encode("Once upon a time", /*add_bos=*/true);
 //   std::string piece = tok->Decode(id);   // bytes; may be part of a UTF-8 character
 //
+// Two vocabularies, chosen by tokenizer.ggml.model, behind this one class:
+//
 // "llama" (SentencePiece BPE, as llama.cpp's SPM tokenizer): the text gets a leading space,
 // spaces become U+2581, the UTF-8 characters are merged pairwise, highest-scoring merge first
 // (leftmost on ties), and characters without a token fall back to <0xNN> byte tokens.
-// "gpt2" (byte-level BPE with merges) is not implemented yet: FromGguf says so.
-// Thread-safety: immutable after construction.
+//
+// "gpt2" (byte-level BPE, as OpenAI's GPT-2 encoder and llama.cpp's BPE tokenizer with
+// tokenizer.ggml.pre = "gpt-2"): the text is split by GPT-2's pre-tokenizer regex
+// ('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+), each piece's
+// bytes are written in GPT-2's 256-character byte alphabet and merged by tokenizer.ggml.merges,
+// lowest rank (= index) first, leftmost on ties. No leading space is added. Invalid UTF-8 bytes
+// are pre-tokenized as single punctuation-like characters and encoded as their bytes, so
+// Decode(Encode(x)) == x for any bytes (llama.cpp replaces them with U+FFFD instead). A byte
+// whose character is not a token becomes the unknown token if the vocabulary has one, else it
+// is dropped. Special tokens written in the text ("<|endoftext|>") are encoded as plain text.
+//
+// BOS: Encode(text, add_bos = true) prepends tokenizer.ggml.bos_token_id when the vocabulary
+// asks for it: tokenizer.ggml.add_bos_token, default true for "llama" and false for "gpt2"
+// (llama.cpp's defaults).
+// Thread-safety: immutable after construction; every method may be called concurrently.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "keel/common/status.h"
@@ -25,30 +39,32 @@ namespace keel::infer {
 
 class Tokenizer {
  public:
-  // INVALID_ARGUMENT for a missing or inconsistent vocabulary (tokens/scores/types of different
-  // lengths, a special-token id out of range, an unsupported tokenizer model).
+  // INVALID_ARGUMENT ("GGUF tokenizer: ...") for a missing or inconsistent vocabulary
+  // (tokens/scores/types of different lengths, a special-token id out of range, an unsupported
+  // tokenizer model or pre-tokenizer; for "gpt2": missing or malformed merges, merges of
+  // strings that are not tokens, duplicate tokens).
   static StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const GgufFile& file);
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
 
   std::vector<int32_t> Encode(std::string_view text, bool add_bos) const;
-  // The bytes of one token: "▁" as a space, <0xNN> as byte NN, control tokens as "".
+  // The bytes of one token: "▁" as a space, <0xNN> as byte NN (llama); GPT-2's byte alphabet
+  // mapped back to bytes (gpt2); control and unknown tokens as "". Ids out of range give "".
   std::string Decode(int32_t id) const;
-  // A whole sequence (the leading space the encoder added is removed).
+  // A whole sequence (for "llama", the leading space the encoder added is removed).
   std::string Decode(const std::vector<int32_t>& ids) const;
 
-  int32_t bos() const { return bos_; }
-  int32_t eos() const { return eos_; }
-  int64_t size() const { return static_cast<int64_t>(tokens_.size()); }
+  int32_t bos() const;
+  int32_t eos() const;
+  int64_t size() const;
   bool IsControl(int32_t id) const;
 
+  class Impl;  // the vocabulary: tokenizer_impl.h
+
  private:
-  Tokenizer() = default;
-  std::vector<std::string> tokens_;
-  std::vector<float> scores_;
-  std::vector<int32_t> types_;  // 1 normal, 2 unknown, 3 control, 4 user defined, 6 byte
-  std::unordered_map<std::string, int32_t> index_;
-  int32_t byte_ids_[256];
-  int32_t bos_ = -1, eos_ = -1, unk_ = -1;
-  bool add_space_prefix_ = true;
+  explicit Tokenizer(std::unique_ptr<const Impl> impl);
+  std::unique_ptr<const Impl> impl_;
 };
 
 }  // namespace keel::infer
