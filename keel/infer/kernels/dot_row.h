@@ -41,7 +41,7 @@ float DotRow(GgmlType type, const uint8_t* row, const float* x, int64_t n);
 void DotRow4(GgmlType type, const uint8_t* row, const float* const* x, int64_t k, int64_t n,
              float* out);
 // A tile of integer-path dots: out[r * k_x + c] = DotRowQ(type, rows + r * row_bytes, x[c], n)
-// for r < k_rows, c < k_x, each 1..4 (decode: 4 rows x 1 vector; prefill: 1 row x 4 vectors).
+// for r < k_rows, c < k_x, each 1..4 (decode: 4 rows x 1 vector; prefill: 4 x 4).
 // Equal to the reference up to float rounding of the per-block sums.
 void DotRowsQ(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t k_rows,
               const ActBlock* const* x, int64_t k_x, int64_t n, float* out);

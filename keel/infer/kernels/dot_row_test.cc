@@ -100,10 +100,17 @@ TEST(DotRowQ, EverySimdTargetMatchesTheReference) {
             ASSERT_TRUE(QuantizeRow(t, w, {rows.data() + r * row_bytes, size_t(row_bytes)}).ok());
             QuantizeActivations(x.data(), n, acts[r].data());
           }
-          const ActBlock* xs[4] = {acts[0].data(), acts[1].data(), acts[2].data(),
-                                   acts[3].data()};
-          for (auto [k_rows, k_x] : {std::pair{1, 1}, {2, 1}, {4, 1}, {3, 1}, {1, 2}, {1, 4},
-                                     {1, 3}, {2, 3}}) {
+          const ActBlock* xs[4] = {acts[0].data(), acts[1].data(), acts[2].data(), acts[3].data()};
+          for (auto [k_rows, k_x] : {std::pair{1, 1},
+                                     {2, 1},
+                                     {4, 1},
+                                     {3, 1},
+                                     {1, 2},
+                                     {1, 4},
+                                     {1, 3},
+                                     {2, 3},
+                                     {4, 4},
+                                     {3, 2}}) {
             float out[16];
             simd::DotRowsQ(t, rows.data(), row_bytes, k_rows, xs, k_x, n, out);
             for (int64_t r = 0; r < k_rows; ++r) {

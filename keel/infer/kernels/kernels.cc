@@ -13,25 +13,11 @@
 #include "keel/common/float16.h"
 #include "keel/common/thread_pool.h"
 #include "keel/infer/kernels/dot_row.h"
+#include "keel/infer/kernels/for_rows.h"
+#include "keel/infer/kernels/packed.h"
 #include "keel/infer/quant/quant.h"
 
 namespace keel::infer {
-
-namespace {
-
-// Products below ~1M multiply-adds run on the calling thread: waking the pool (a condition
-// variable per call) costs more than the second core saves (measured on the small model:
-// 2-thread decode 224 -> 306 tok/s when matrices of 512x512 stopped going to the pool).
-void ForRows(int64_t rows, int64_t cost_per_row, ThreadPool* pool,
-             const std::function<void(int64_t, int64_t)>& fn) {
-  if (pool == nullptr || rows * cost_per_row < (1 << 20)) {
-    fn(0, rows);
-  } else {
-    pool->ParallelFor(rows, fn);
-  }
-}
-
-}  // namespace
 
 void MatVec(const Matrix& w, const float* x, float* y, ThreadPool* pool) {
   ForRows(w.rows, w.cols, pool, [&](int64_t begin, int64_t end) {
@@ -60,6 +46,10 @@ void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* po
 }
 
 void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ThreadPool* pool) {
+  if (w.packed != nullptr) {
+    MatMulPacked(*w.packed, xq, n, y, pool);
+    return;
+  }
   const int64_t blocks = w.cols / 32;
   if (n == 1) {  // decode: four weight rows per pass over the activations
     ForRows((w.rows + 3) / 4, 4 * w.cols, pool, [&](int64_t begin, int64_t end) {
@@ -70,16 +60,20 @@ void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ThreadPoo
     });
     return;
   }
-  ForRows(w.rows, w.cols * n, pool, [&](int64_t begin, int64_t end) {
-    float out[4];
-    for (int64_t r = begin; r < end; ++r) {
-      const uint8_t* row = w.data + r * w.row_bytes;
+  // Prefill: tiles of 4 weight rows x 4 tokens; each weight block is unpacked once per four
+  // tokens and each activation block loaded once per four rows.
+  ForRows((w.rows + 3) / 4, 4 * w.cols * n, pool, [&](int64_t begin, int64_t end) {
+    float out[16];
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t r = 4 * g, k_rows = std::min<int64_t>(4, w.rows - r);
       for (int64_t i = 0; i < n; i += 4) {
         const int64_t k = std::min<int64_t>(4, n - i);
         const ActBlock* xs[4];
         for (int64_t j = 0; j < k; ++j) xs[j] = xq + (i + j) * blocks;
-        simd::DotRowsQ(w.type, row, w.row_bytes, 1, xs, k, w.cols, out);
-        for (int64_t j = 0; j < k; ++j) y[(i + j) * w.rows + r] = out[j];
+        simd::DotRowsQ(w.type, w.data + r * w.row_bytes, w.row_bytes, k_rows, xs, k, w.cols, out);
+        for (int64_t a = 0; a < k_rows; ++a) {
+          for (int64_t j = 0; j < k; ++j) y[(i + j) * w.rows + r + a] = out[a * k + j];
+        }
       }
     }
   });

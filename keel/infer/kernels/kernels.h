@@ -22,7 +22,8 @@ class ThreadPool;
 
 namespace keel::infer {
 
-struct ActBlock;  // dot_row.h
+struct ActBlock;     // dot_row.h
+class PackedMatrix;  // packed.h
 
 // A weight matrix as GGUF stores it: `rows` rows of `cols` elements (ne0 = cols), each row
 // RowBytes(type, cols) bytes.
@@ -32,6 +33,8 @@ struct Matrix {
   int64_t cols = 0;
   const uint8_t* data = nullptr;
   int64_t row_bytes = 0;
+  // The same weights repacked for the VNNI kernels (MatMulQ uses them when set), or null.
+  const PackedMatrix* packed = nullptr;
 };
 
 // y[r] = dot(W[r], x) for r in [0, rows). x has cols elements.

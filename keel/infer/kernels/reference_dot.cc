@@ -28,9 +28,7 @@ void QuantizeActivations(const float* x, int64_t n, ActBlock* out) {
   }
 }
 
-bool HasActivationPath(GgmlType type) {
-  return type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0;
-}
+bool HasActivationPath(GgmlType type) { return type == GgmlType::kQ8_0 || type == GgmlType::kQ4_0; }
 
 namespace reference {
 float DotRow(GgmlType type, const uint8_t* row, const float* x, int64_t n) {

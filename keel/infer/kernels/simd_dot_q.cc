@@ -7,20 +7,20 @@
 //  - AVX3_DL (AVX-512 with VNNI, e.g. Ice Lake, Zen 4): one dpbusd multiplies 32 unsigned by
 //    32 signed bytes into 8 sums. Q8_0 weights go in as |w| with the activation's sign flipped
 //    where w < 0; Q4_0 nibbles (0..15) go in as they are and 8 * sum(q_x) is taken off after.
-// Tiles of up to 4 weight rows x 4 activation vectors share loads (see DotRowsQ).
+// Tiles of up to 4 weight rows x 4 activation vectors share loads (4x1 for decode, 4x4 for
+// prefill).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "keel/infer/kernels/simd_dot_q.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 // foreach_target.h must come first.
 #include <hwy/highway.h>
+#include <immintrin.h>
 
 #include <cstring>
 
 #include "keel/common/float16.h"
 #include "keel/infer/kernels/dot_row.h"
 #include "keel/infer/quant/quant.h"
-
-#include <immintrin.h>
 
 #if HWY_TARGET == HWY_AVX3_DL
 // Outside Highway's target region, with its own target attribute: Highway's AVX3_DL target
@@ -31,8 +31,8 @@ namespace keel::infer::vnni {
   __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 
 template <int R, int C>
-KEEL_VNNI_ATTR void TileVnni(GgmlType type, const uint8_t* const* rows,
-                             const ActBlock* const* x, int64_t n, float* out) {
+KEEL_VNNI_ATTR void TileVnni(GgmlType type, const uint8_t* const* rows, const ActBlock* const* x,
+                             int64_t n, float* out) {
   const bool q4 = type == GgmlType::kQ4_0;
   const int64_t block_bytes = q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
   __m256 acc[R * C];
@@ -66,8 +66,8 @@ KEEL_VNNI_ATTR void TileVnni(GgmlType type, const uint8_t* const* rows,
         } else {
           sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wu, _mm256_sign_epi8(xq[c], w));
         }
-        acc[r * C + c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
-                                         _mm256_set1_ps(dw * x[c][b].d), acc[r * C + c]);
+        acc[r * C + c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dw * x[c][b].d),
+                                         acc[r * C + c]);
       }
     }
   }
@@ -119,11 +119,11 @@ void TileGeneric(GgmlType type, const uint8_t* const* rows, const ActBlock* cons
         auto sum = hn::Zero(d32), unused = hn::Zero(d32);
         if (q4) {
           for (int64_t j = 0; j < 16; j += lanes) {
-            const auto bytes = hn::BitCast(d16, hn::PromoteTo(hn::RebindToUnsigned<D16>(),
-                                                              hn::LoadU(du8, blk + 2 + j)));
+            const auto bytes = hn::BitCast(
+                d16, hn::PromoteTo(hn::RebindToUnsigned<D16>(), hn::LoadU(du8, blk + 2 + j)));
             const auto lo = hn::And(bytes, low), hi = hn::ShiftRight<4>(bytes);
-            sum = hn::ReorderWidenMulAccumulate(d32, lo, hn::PromoteTo(d16, hn::LoadU(d8, xb.q + j)),
-                                                sum, unused);
+            sum = hn::ReorderWidenMulAccumulate(
+                d32, lo, hn::PromoteTo(d16, hn::LoadU(d8, xb.q + j)), sum, unused);
             sum = hn::ReorderWidenMulAccumulate(
                 d32, hi, hn::PromoteTo(d16, hn::LoadU(d8, xb.q + 16 + j)), sum, unused);
           }
@@ -137,8 +137,7 @@ void TileGeneric(GgmlType type, const uint8_t* const* rows, const ActBlock* cons
           }
         }
         sum = hn::Add(sum, unused);  // empty on x86; other targets may split the pairs
-        acc[r * C + c] =
-            hn::MulAdd(hn::ConvertTo(df, sum), hn::Set(df, dw * xb.d), acc[r * C + c]);
+        acc[r * C + c] = hn::MulAdd(hn::ConvertTo(df, sum), hn::Set(df, dw * xb.d), acc[r * C + c]);
       }
     }
   }
@@ -146,7 +145,6 @@ void TileGeneric(GgmlType type, const uint8_t* const* rows, const ActBlock* cons
     out[i] = hn::GetLane(hn::SumOfLanes(df, acc[i])) - 8.0f * correction[i];
   }
 }
-
 
 template <int R, int C>
 void Tile(GgmlType type, const uint8_t* const* rows, const ActBlock* const* x, int64_t n,
@@ -169,12 +167,18 @@ void DotRowsQImpl(GgmlType type, const uint8_t* row, int64_t row_bytes, int64_t 
   float tmp[16];
   if (k_x == 1 && k_rows == 1) {
     Tile<1, 1>(type, rows, xs, n, out);
-  } else if (k_x == 1) {
+    return;
+  }
+  if (k_x == 1) {
     Tile<4, 1>(type, rows, xs, n, tmp);
-    for (int64_t r = 0; r < k_rows; ++r) out[r] = tmp[r];
-  } else {
+  } else if (k_rows == 1) {
     Tile<1, 4>(type, rows, xs, n, tmp);
-    for (int64_t c = 0; c < k_x; ++c) out[c] = tmp[c];
+  } else {
+    Tile<4, 4>(type, rows, xs, n, tmp);
+  }
+  const int64_t c_tile = k_x == 1 ? 1 : 4;
+  for (int64_t r = 0; r < k_rows; ++r) {
+    for (int64_t c = 0; c < k_x; ++c) out[r * k_x + c] = tmp[r * c_tile + c];
   }
 }
 
@@ -187,11 +191,7 @@ HWY_EXPORT(DotRowsQImpl);
 
 void DotRowsQ(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t k_rows,
               const ActBlock* const* x, int64_t k_x, int64_t n, float* out) {
-  for (int64_t r = 0; r < k_rows; r += (k_x == 1 ? k_rows : 1)) {  // a full tile: row by row
-    const int64_t rows_now = k_x == 1 ? k_rows : 1;
-    HWY_DYNAMIC_DISPATCH(DotRowsQImpl)(type, rows + r * row_bytes, row_bytes, rows_now, x, k_x, n,
-                                       out + r * k_x);
-  }
+  HWY_DYNAMIC_DISPATCH(DotRowsQImpl)(type, rows, row_bytes, k_rows, x, k_x, n, out);
 }
 }  // namespace keel::infer::simd
 #endif  // HWY_ONCE

@@ -120,6 +120,18 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& path) 
     KEEL_ASSIGN_OR_RETURN(layer.w_down, GetMatrix(f, p + "ffn_down.weight", c.n_ff, c.n_embd));
     m->layers_.push_back(std::move(layer));
   }
+  // Q8_0 / Q4_0 products get repacked copies for the VNNI kernels where the CPU has them
+  // (packed.h); the mapped file still serves the float32-activation path and the embedding.
+  std::vector<Matrix*> all = {&m->output_};
+  for (LlamaLayer& L : m->layers_) {
+    for (Matrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) all.push_back(w);
+  }
+  for (Matrix* w : all) {
+    auto packed = std::make_unique<PackedMatrix>(PackedMatrix::Pack(*w));
+    if (packed->empty()) continue;
+    w->packed = packed.get();
+    m->packed_.push_back(std::move(packed));
+  }
   return m;
 }
 

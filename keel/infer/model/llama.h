@@ -21,6 +21,7 @@
 #include "keel/infer/gguf/gguf_file.h"
 #include "keel/infer/kernels/dot_row.h"
 #include "keel/infer/kernels/kernels.h"
+#include "keel/infer/kernels/packed.h"
 
 namespace keel {
 class ThreadPool;
@@ -65,6 +66,7 @@ class LlamaModel {
   Matrix token_embd_, output_;
   std::vector<float> output_norm_;
   std::vector<LlamaLayer> layers_;
+  std::vector<std::unique_ptr<PackedMatrix>> packed_;  // what the matrices' `packed` point to
 };
 
 // One sequence: its KV cache (blocks of 16 positions) and position.
