@@ -6,7 +6,8 @@
 //       stored as `type` ("f32", "f16", "bf16", "q8_0", "q4_0"), quantized row by row with
 //       keel's quantizers; GGUF's ne = the shape reversed.
 //   Tokenizer(path): .encode(text, add_bos=False) -> ids; .decode(ids) -> bytes; .piece(id)
-//   LlamaSession(path, threads=1, quantize_activations=True): .forward(tokens, all_logits=False) -> float32 tensor
+//   LlamaSession(path, threads=1, quantize_activations=True): .forward(tokens, all_logits=False) ->
+//   float32 tensor
 //     ([n_vocab], or [len(tokens), n_vocab]); .config -> dict; .position
 #include "infer_functions.h"
 
@@ -17,8 +18,8 @@
 #include <memory>
 
 #include "dlpack_tensor.h"
-#include "keel/common/thread_pool.h"
 #include "keel/infer/gguf/gguf_file.h"
+#include "keel/infer/kernels/compute_pool.h"
 #include "keel/infer/model/llama.h"
 #include "keel/infer/quant/quant.h"
 #include "keel/infer/tokenizer/tokenizer.h"
@@ -105,7 +106,7 @@ class Session {
   Session(const std::string& path, int threads, bool quantize_activations) {
     if (threads < 1 || threads > 1024) throw py::value_error("threads must be 1..1024");
     model_ = ValueOrThrow(infer::LlamaModel::Load(path));
-    if (threads > 1) pool_ = std::make_unique<ThreadPool>(threads - 1, "keel-infer");
+    if (threads > 1) pool_ = std::make_unique<infer::ComputePool>(threads - 1, "keel-infer");
     session_ = std::make_unique<infer::LlamaSession>(*model_, pool_.get(), quantize_activations);
   }
 
@@ -145,7 +146,7 @@ class Session {
 
  private:
   std::unique_ptr<infer::LlamaModel> model_;
-  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<infer::ComputePool> pool_;
   std::unique_ptr<infer::LlamaSession> session_;
 };
 

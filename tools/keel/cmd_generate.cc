@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "keel/common/thread_pool.h"
+#include "keel/infer/kernels/compute_pool.h"
 #include "keel/infer/model/llama.h"
 #include "keel/infer/sampling/sampler.h"
 #include "keel/infer/tokenizer/tokenizer.h"
@@ -102,8 +102,8 @@ int RunGenerate(const GenerateFlags& f) {
     return fail(
         InvalidArgumentError("the prompt is empty and the model has "
                              "no BOS token"));
-  std::unique_ptr<ThreadPool> pool;
-  if (f.threads > 1) pool = std::make_unique<ThreadPool>(f.threads - 1, "keel-generate");
+  std::unique_ptr<infer::ComputePool> pool;
+  if (f.threads > 1) pool = std::make_unique<infer::ComputePool>(f.threads - 1, "keel-generate");
   infer::LlamaSession session(**model, pool.get());
   infer::Sampler sampler(sampling);
 

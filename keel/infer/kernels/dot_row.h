@@ -45,6 +45,8 @@ void DotRow4(GgmlType type, const uint8_t* row, const float* const* x, int64_t k
 // Equal to the reference up to float rounding of the per-block sums.
 void DotRowsQ(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t k_rows,
               const ActBlock* const* x, int64_t k_x, int64_t n, float* out);
+// y[j] += a * x[j] (attention's weighted sum of V rows).
+void Axpy(float a, const float* x, float* y, int64_t n);
 // The target the calls dispatch to now ("AVX3", "AVX2", ...).
 const char* TargetName();
 }  // namespace simd

@@ -4,14 +4,14 @@
 #include <cstdint>
 #include <functional>
 
-#include "keel/common/thread_pool.h"
+#include "keel/infer/kernels/compute_pool.h"
 
 namespace keel::infer {
 
 // Products below ~1M multiply-adds run on the calling thread: waking the pool (a condition
 // variable per call) costs more than the second core saves (measured on the small model:
 // 2-thread decode 224 -> 306 tok/s when matrices of 512x512 stopped going to the pool).
-inline void ForRows(int64_t rows, int64_t cost_per_row, ThreadPool* pool,
+inline void ForRows(int64_t rows, int64_t cost_per_row, ComputePool* pool,
                     const std::function<void(int64_t, int64_t)>& fn) {
   if (pool == nullptr || rows * cost_per_row < (1 << 20)) {
     fn(0, rows);

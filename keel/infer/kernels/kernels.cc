@@ -11,7 +11,7 @@
 
 #include "keel/common/bfloat16.h"
 #include "keel/common/float16.h"
-#include "keel/common/thread_pool.h"
+#include "keel/infer/kernels/compute_pool.h"
 #include "keel/infer/kernels/dot_row.h"
 #include "keel/infer/kernels/for_rows.h"
 #include "keel/infer/kernels/packed.h"
@@ -19,14 +19,14 @@
 
 namespace keel::infer {
 
-void MatVec(const Matrix& w, const float* x, float* y, ThreadPool* pool) {
+void MatVec(const Matrix& w, const float* x, float* y, ComputePool* pool) {
   ForRows(w.rows, w.cols, pool, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       y[r] = simd::DotRow(w.type, w.data + r * w.row_bytes, x, w.cols);
   });
 }
 
-void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* pool) {
+void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ComputePool* pool) {
   // Rows of W outside, tokens inside, four at a time: each weight row is read and widened
   // once per four tokens.
   ForRows(w.rows, w.cols * n, pool, [&](int64_t begin, int64_t end) {
@@ -45,7 +45,7 @@ void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* po
   });
 }
 
-void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ThreadPool* pool) {
+void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ComputePool* pool) {
   if (w.packed != nullptr) {
     MatMulPacked(*w.packed, xq, n, y, pool);
     return;
@@ -136,9 +136,8 @@ void Attend(const AttentionArgs& a, int64_t i, int64_t h, int64_t begin, int64_t
     for (int64_t p = lo; p < hi; ++p) {
       if (a.mask != nullptr && a.mask[i * kv.length + p] == 0) continue;
       const float* k = kv.k_blocks[b] + ((p - block_start) * kv.n_kv_heads + kvh) * hd;
-      float s = 0;
-      for (int64_t d = 0; d < hd; ++d) s += q[d] * k[d];
-      scores[p - lo] = s * a.scale;
+      scores[p - lo] =
+          simd::DotRow(GgmlType::kF32, reinterpret_cast<const uint8_t*>(k), q, hd) * a.scale;
       block_max = std::max(block_max, scores[p - lo]);
     }
     if (block_max == -std::numeric_limits<float>::infinity()) continue;  // all masked
@@ -151,7 +150,7 @@ void Attend(const AttentionArgs& a, int64_t i, int64_t h, int64_t begin, int64_t
       const float w = std::exp(scores[p - lo] - m_new);
       st->l += w;
       const float* v = kv.v_blocks[b] + ((p - block_start) * kv.n_kv_heads + kvh) * hd;
-      for (int64_t d = 0; d < hd; ++d) st->o[d] += w * v[d];
+      simd::Axpy(w, v, st->o.data(), hd);
     }
     st->m = m_new;
   }
@@ -159,7 +158,7 @@ void Attend(const AttentionArgs& a, int64_t i, int64_t h, int64_t begin, int64_t
 
 }  // namespace
 
-Status Attention(const AttentionArgs& a, ThreadPool* pool) {
+Status Attention(const AttentionArgs& a, ComputePool* pool) {
   const KvView& kv = a.kv;
   if (a.n_q < 0 || a.n_heads <= 0 || kv.n_kv_heads <= 0 || a.n_heads % kv.n_kv_heads != 0 ||
       kv.head_dim <= 0 || kv.block_size <= 0 || kv.length < 0) {
@@ -181,7 +180,8 @@ Status Attention(const AttentionArgs& a, ThreadPool* pool) {
       Attend(a, ih / a.n_heads, ih % a.n_heads, begin, end, &partials[t]);
     }
   };
-  if (pool == nullptr || tasks < 2) {
+  // Like ForRows: little work (short caches) stays on the calling thread.
+  if (pool == nullptr || tasks < 2 || a.n_q * a.n_heads * kv.length * hd < (1 << 18)) {
     run(0, tasks);
   } else {
     pool->ParallelFor(tasks, run);

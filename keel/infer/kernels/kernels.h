@@ -16,11 +16,9 @@
 #include "keel/common/status.h"
 #include "keel/infer/gguf/ggml_types.h"
 
-namespace keel {
-class ThreadPool;
-}
-
 namespace keel::infer {
+
+class ComputePool;  // compute_pool.h
 
 struct ActBlock;     // dot_row.h
 class PackedMatrix;  // packed.h
@@ -38,13 +36,13 @@ struct Matrix {
 };
 
 // y[r] = dot(W[r], x) for r in [0, rows). x has cols elements.
-void MatVec(const Matrix& w, const float* x, float* y, ThreadPool* pool);
+void MatVec(const Matrix& w, const float* x, float* y, ComputePool* pool);
 // Y[i] = W X[i] for n rows of X (row-major [n][cols] -> [n][rows]).
-void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ThreadPool* pool);
+void MatMul(const Matrix& w, const float* x, int64_t n, float* y, ComputePool* pool);
 // The same with activations quantized to 8 bits (QuantizeActivations, cols / 32 blocks per row
 // of X) for Q8_0 and Q4_0 weights (HasActivationPath): integer block products, as llama.cpp
 // computes them; adds the activations' rounding (~0.2% of a dot's magnitude).
-void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ThreadPool* pool);
+void MatMulQ(const Matrix& w, const ActBlock* xq, int64_t n, float* y, ComputePool* pool);
 // Row `r` of W as float32 (embedding lookup).
 void DequantizeRowOf(const Matrix& w, int64_t r, float* out);
 
@@ -78,6 +76,6 @@ struct AttentionArgs {
   float* out = nullptr;  // [n_q][n_heads][head_dim]
 };
 
-Status Attention(const AttentionArgs& a, ThreadPool* pool);
+Status Attention(const AttentionArgs& a, ComputePool* pool);
 
 }  // namespace keel::infer

@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "keel/common/thread_pool.h"
+#include "keel/infer/kernels/compute_pool.h"
 #include "keel/infer/quant/quant.h"
 
 namespace keel::infer {
@@ -28,7 +28,7 @@ struct Case {
 };
 
 // Contiguous K/V [length][n_kv][hd], copied into blocks.
-void CheckAttention(const Case& c, bool tree_mask, ThreadPool* pool) {
+void CheckAttention(const Case& c, bool tree_mask, ComputePool* pool) {
   const int64_t hd = c.head_dim, kvw = c.n_kv_heads * hd;
   std::vector<float> q = Random(c.n_q * c.n_heads * hd, 1), k = Random(c.length * kvw, 2),
                      v = Random(c.length * kvw, 3);
@@ -93,12 +93,12 @@ void CheckAttention(const Case& c, bool tree_mask, ThreadPool* pool) {
 }
 
 TEST(Attention, PagedOnlineSoftmaxMatchesNaive) {
-  ThreadPool pool(3, "attn-test");
+  ComputePool pool(3, "attn-test");
   const Case cases[] = {{1, 4, 2, 16, 1, 16},   {1, 4, 2, 16, 37, 16},   {5, 4, 4, 8, 40, 7},
                         {7, 8, 1, 32, 100, 16}, {1, 8, 2, 64, 1000, 16}, {1, 2, 2, 16, 2049, 32},
                         {16, 4, 2, 16, 300, 16}};
   for (const Case& c : cases) {
-    for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+    for (ComputePool* p : {static_cast<ComputePool*>(nullptr), &pool}) {
       CheckAttention(c, /*tree_mask=*/false, p);
       CheckAttention(c, /*tree_mask=*/true, p);
       if (HasFatalFailure()) return;
@@ -112,7 +112,7 @@ TEST(Attention, RejectsBadShapes) {
 }
 
 void CheckMatVec(int64_t rows, int64_t cols) {
-  ThreadPool pool(2, "matvec-test");
+  ComputePool pool(2, "matvec-test");
   std::vector<float> w = Random(rows * cols, 7), x = Random(cols, 8);
   for (GgmlType t :
        {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {

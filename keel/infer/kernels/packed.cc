@@ -147,7 +147,7 @@ PackedMatrix PackedMatrix::Pack(const Matrix& w) {
 }
 
 void MatMulPacked(const PackedMatrix& w, const ActBlock* xq, int64_t n, float* y,
-                  ThreadPool* pool) {
+                  ComputePool* pool) {
   const int64_t groups = (w.rows() + kRows - 1) / kRows;
   ForRows(groups, kRows * w.cols() * n, pool, [&](int64_t begin, int64_t end) {
     if (w.type() == GgmlType::kQ8_0) {

@@ -45,6 +45,7 @@ class PackedMatrix {
 };
 
 // y[i][r] = DotRowQ(row r, xq row i) for n rows of activations (cols / 32 blocks each).
-void MatMulPacked(const PackedMatrix& w, const ActBlock* xq, int64_t n, float* y, ThreadPool* pool);
+void MatMulPacked(const PackedMatrix& w, const ActBlock* xq, int64_t n, float* y,
+                  ComputePool* pool);
 
 }  // namespace keel::infer

@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "keel/common/thread_pool.h"
+#include "keel/infer/kernels/compute_pool.h"
 #include "keel/infer/kernels/dot_row.h"
 #include "keel/infer/quant/quant.h"
 
@@ -20,7 +20,7 @@ TEST(PackedMatrix, MatchesTheIntegerReference) {
   if (!PackedMatrix::Supported()) GTEST_SKIP() << "this CPU has no AVX-512 VNNI";
   std::mt19937 rng(21);
   std::normal_distribution<float> normal(0, 1);
-  ThreadPool pool(2, "packed-test");
+  ComputePool pool(2, "packed-test");
   int checked = 0;
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
     for (auto [rows, cols] :
@@ -40,7 +40,7 @@ TEST(PackedMatrix, MatchesTheIntegerReference) {
         for (float& v : x) v = normal(rng) * 10;
         std::vector<ActBlock> xq(n * cols / 32);
         QuantizeActivations(x.data(), n * cols, xq.data());
-        for (ThreadPool* tp : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        for (ComputePool* tp : {static_cast<ComputePool*>(nullptr), &pool}) {
           std::vector<float> y(n * rows, NAN);
           MatMulPacked(p, xq.data(), n, y.data(), tp);
           std::vector<float> deq(cols);

@@ -255,6 +255,17 @@ float DotRowImpl(GgmlType type, const uint8_t* row, const float* x, int64_t n) {
   }
 }
 
+void AxpyImpl(float a, const float* x, float* y, int64_t n) {
+  const DF d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto va = hn::Set(d, a);
+  int64_t j = 0;
+  for (; j + lanes <= n; j += lanes) {
+    hn::StoreU(hn::MulAdd(va, hn::LoadU(d, x + j), hn::LoadU(d, y + j)), d, y + j);
+  }
+  for (; j < n; ++j) y[j] += a * x[j];
+}
+
 int64_t TargetId() { return HWY_TARGET; }
 
 }  // namespace keel::infer::HWY_NAMESPACE
@@ -265,6 +276,11 @@ namespace keel::infer::simd {
 HWY_EXPORT(DotRowImpl);
 HWY_EXPORT(Dot4Impl);
 HWY_EXPORT(TargetId);
+HWY_EXPORT(AxpyImpl);
+
+void Axpy(float a, const float* x, float* y, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(AxpyImpl)(a, x, y, n);
+}
 
 void DotRow4(GgmlType type, const uint8_t* row, const float* const* x, int64_t k, int64_t n,
              float* out) {

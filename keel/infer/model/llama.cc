@@ -135,7 +135,7 @@ StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& path) 
   return m;
 }
 
-LlamaSession::LlamaSession(const LlamaModel& model, ThreadPool* pool, bool quantize_activations)
+LlamaSession::LlamaSession(const LlamaModel& model, ComputePool* pool, bool quantize_activations)
     : model_(model),
       pool_(pool),
       quantize_activations_(quantize_activations),

@@ -23,11 +23,9 @@
 #include "keel/infer/kernels/kernels.h"
 #include "keel/infer/kernels/packed.h"
 
-namespace keel {
-class ThreadPool;
-}
-
 namespace keel::infer {
+
+class ComputePool;  // compute_pool.h
 
 struct LlamaConfig {
   int64_t n_vocab = 0;
@@ -75,7 +73,7 @@ class LlamaSession {
   // With `quantize_activations`, products with Q8_0 / Q4_0 weights take 8-bit activations and
   // integer dot products (as llama.cpp does; faster, adds ~0.2% rounding per dot); without,
   // float32 activations (exact to the dequantized weights).
-  LlamaSession(const LlamaModel& model, ThreadPool* pool, bool quantize_activations = true);
+  LlamaSession(const LlamaModel& model, ComputePool* pool, bool quantize_activations = true);
 
   // Runs `tokens` (appended after what came before) and returns the logits of the last one;
   // with `all_logits`, of every one ([tokens.size()][n_vocab]). INVALID_ARGUMENT for an id out
@@ -92,7 +90,7 @@ class LlamaSession {
   void Mul(const Matrix& w, const float* x, int64_t n, std::vector<ActBlock>& xq, float* y);
 
   const LlamaModel& model_;
-  ThreadPool* pool_;
+  ComputePool* pool_;
   bool quantize_activations_;
   int64_t pos_ = 0;
   // Per layer, blocks of kBlock positions x n_head_kv x head_dim, allocated as needed.
