@@ -12,7 +12,8 @@ SentencePiece vocabulary: "small" ~30M parameters (E 512, 8 layers, F 1408, voca
 "1b" TinyLlama-1.1B's shape (E 2048, 22 layers, F 5632, 32 heads / 4 KV heads, vocab 32000).
 Both engines get the same token ids: a 64-token prompt, then 32 greedy decode steps.
 Bound: bytes of every weight read per decoded token (all matrices but the embedding, which
-is one row) ÷ the best read bandwidth measured in the same run (torch.sum over 1 GiB).
+is one row) ÷ the best read bandwidth measured in the same run (torch.sum over 1 GiB, on all
+cores, before every cell: this VM's bandwidth varies by 2x from minute to minute).
 Each (model, type, threads) cell runs the engines alternately `--runs` times; medians.
 """
 
@@ -124,7 +125,7 @@ def main():
         subprocess.run(["npm", "install", "--omit=optional", "--no-audit", "--no-fund"],
                        cwd=ROOT / "llamacpp", check=True)
     torch.set_num_threads(os.cpu_count())  # the bound uses every core's bandwidth
-    bw = read_bandwidth()
+    bw = read_bandwidth()  # and measured again before every cell: the best of the run counts
     ids = [1] + [259 + (i * 37) % 3000 for i in range(args.prompt)]
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
@@ -133,6 +134,7 @@ def main():
                 path = pathlib.Path(d) / f"{model}-{wtype}.gguf"
                 weight_bytes = write_model(path, wtype, **SHAPES[model])
                 for threads in [int(x) for x in args.threads.split(",")]:
+                    bw = max(bw, read_bandwidth())
                     res = {"keel": [], "llama.cpp": []}
                     for _ in range(args.runs):
                         res["keel"].append(time_keel(path, threads, ids, args.decode))
@@ -142,20 +144,21 @@ def main():
                         pp = statistics.median(r["prompt_tokens"] / r["prefill_s"] for r in runs)
                         tg = statistics.median(r["decode_tokens"] / r["decode_s"] for r in runs)
                         med[eng] = (pp, tg)
-                    bound = bw / weight_bytes
-                    rows.append((model, wtype, threads, med, bound))
+                    rows.append((model, wtype, threads, med, weight_bytes))
                     print(f"{model} {wtype} t{threads}: keel pp {med['keel'][0]:.1f} tg "
                           f"{med['keel'][1]:.2f} | llama.cpp pp {med['llama.cpp'][0]:.1f} tg "
-                          f"{med['llama.cpp'][1]:.2f} | bound tg {bound:.2f}", flush=True)
+                          f"{med['llama.cpp'][1]:.2f} | bound tg {bw / weight_bytes:.2f}", flush=True)
                 path.unlink()
-    print(f"\nread bandwidth {bw / 1e9:.1f} GB/s (torch.sum, {torch.get_num_threads()} threads); "
+    print(f"\nread bandwidth {bw / 1e9:.1f} GB/s (torch.sum, {torch.get_num_threads()} threads, best "
+          f"of the run); "
           f"prompt {args.prompt} tokens, decode {args.decode} tokens, {args.runs} runs, medians")
     print(f"{'model':6} {'type':5} {'thr':>3} | {'prefill tok/s':>22} | {'decode tok/s':>22} | "
           f"{'bound':>6} {'keel/bound':>10}")
     print(f"{'':16} | {'keel':>7} {'llama.cpp':>9} {'ratio':>5} | {'keel':>7} {'llama.cpp':>9} "
           f"{'ratio':>5} |")
-    for model, wtype, threads, med, bound in rows:
+    for model, wtype, threads, med, weight_bytes in rows:
         (kp, kt), (lp, lt) = med["keel"], med["llama.cpp"]
+        bound = bw / weight_bytes
         print(f"{model:6} {wtype:5} {threads:3} | {kp:7.1f} {lp:9.1f} {kp / lp:5.2f} | {kt:7.2f} "
               f"{lt:9.2f} {kt / lt:5.2f} | {bound:6.2f} {kt / bound:9.0%}")
 
