@@ -175,7 +175,7 @@ Command MakeGenerate(CLI::App* parent) {
   app->add_option("--stop", f->stops, "Stop when this text is generated (repeatable)")
       ->check(CLI::Validator(
           [](const std::string& v) { return v.empty() ? std::string("empty stop string") : ""; },
-          "TEXT", "non-empty"));
+          "", "non-empty"));
   return {app, [f] { return RunGenerate(*f); }};
 }
 KEEL_REGISTER_COMMAND(MakeGenerate);
