@@ -4,6 +4,7 @@
 
 #include "ckpt_functions.h"
 #include "data_functions.h"
+#include "embed_functions.h"
 #include "infer_functions.h"
 #include "keel/common/build_info.h"
 #include "keel/common/logging.h"
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_C, m) {
   keel::python::BindDataFunctions(m);
   keel::python::BindOptimFunctions(m);
   keel::python::BindInferFunctions(m);
+  keel::python::BindEmbedFunctions(m);
 }

@@ -120,7 +120,8 @@ TEST(DotRowQ, EverySimdTargetMatchesTheReference) {
                 ASSERT_TRUE(DequantizeRow(t, {row, size_t(row_bytes)}, deq).ok());
                 double magnitude = 0, exact = 0;
                 for (int64_t j = 0; j < n; ++j) {
-                  const double xv = double(xs[c][j / 32].d) * xs[c][j / 32].q[j % 32];
+                  const ActBlock& block = xs[c][j / 32];
+                  const double xv = double(block.d) * block.q[j % 32];
                   magnitude += std::fabs(deq[j] * xv);
                   exact += deq[j] * xv;
                 }
