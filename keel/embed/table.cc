@@ -113,12 +113,14 @@ Status TableImpl::Lookup(std::span<const int64_t> ids, float* out, bool train) {
       float* dst = unique_rows.data() + u * dim_;
       int64_t row = rows[k];
       if (row < 0 && train) {  // admission
-        const uint32_t seen = s.sketch.Add(sids[k], batch.count[u]);
-        if (o_.admit_after <= 1 || seen >= o_.admit_after) {
+        // Without admission the sketch is not consulted (it is one shared cell then).
+        const uint32_t seen =
+            o_.admit_after <= 1 ? batch.count[u] : s.sketch.Add(sids[k], batch.count[u]);
+        if (seen >= o_.admit_after) {
           row = s.shard.Insert(sids[k]);
           init_.Fill(sids[k], s.shard.values() + row * dim_, dim_);
           InitSlots(o_.optimizer, s.shard, row);
-          s.shard.meta(row).sightings = seen > 0 ? seen : batch.count[u];
+          s.shard.meta(row).sightings = seen;
           s.shard.meta(row).changed = epoch_.load(std::memory_order_relaxed);
           counters_.admissions.fetch_add(1, std::memory_order_relaxed);
         }

@@ -120,6 +120,25 @@ TEST(Table, WithoutAnSsdTierRowsPastTheBudgetAreDroppedAndCounted) {
   EXPECT_EQ(table->stats().dropped, 90);
 }
 
+TEST(Table, EvictionKeepsFrequentlySeenRowsInDram) {
+  TableOptions o{.dim = 2,
+                 .dram_budget_bytes = Budget(2, 1, 10),
+                 .ssd_path = TempDir("lfu"),
+                 .optimizer = {.kind = OptimizerKind::kSgd},
+                 .shards = 1};
+  auto table = *Table::Create(o);
+  std::vector<float> out(4);
+  const std::vector<int64_t> hot = {1, 2};
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(table->Lookup(hot, out.data()).ok());
+  for (int64_t cold = 100; cold < 200; ++cold) {  // a scan of ids seen once
+    ASSERT_TRUE(table->Lookup({&cold, 1}, out.data()).ok());
+  }
+  EXPECT_GT(table->stats().evictions, 80);
+  const int64_t ssd_hits = table->stats().ssd_hits;
+  ASSERT_TRUE(table->Lookup(hot, out.data(), /*train=*/false).ok());
+  EXPECT_EQ(table->stats().ssd_hits, ssd_hits);  // both were still in DRAM
+}
+
 TEST(Table, IdsGetARowOnlyAfterAdmitAfterSightings) {
   TableOptions o{.dim = 4,
                  .optimizer = {.kind = OptimizerKind::kSgd, .lr = 1.0f},
