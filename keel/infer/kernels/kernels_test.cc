@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "keel/infer/kernels/compute_pool.h"
+#include "keel/infer/kernels/dot_row.h"
+#include "keel/infer/kernels/packed.h"
 #include "keel/infer/quant/quant.h"
 
 namespace keel::infer {
@@ -136,6 +138,44 @@ void CheckMatVec(int64_t rows, int64_t cols) {
         double w3 = 0;
         for (int64_t j = 0; j < cols; ++j) w3 += double(row[j]) * x3[i * cols + j];
         ASSERT_NEAR(yy[i * rows + r], w3, 1e-3 * std::sqrt(cols / 256.0));
+      }
+    }
+  }
+}
+
+// MatMulQ on the file's layout (the path of CPUs without VNNI) and on packed rows, against the
+// integer-path definition, for row counts and token counts that leave partial tiles.
+TEST(MatMulQ, FileLayoutAndPackedMatchTheReference) {
+  ComputePool pool(2, "matmulq-test");
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    for (int64_t rows : {13, 600}) {
+      const int64_t cols = 2048, rb = *RowBytes(t, cols);
+      std::vector<float> w = Random(rows * cols, 11);
+      std::vector<uint8_t> bytes(rows * rb);
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_TRUE(
+            QuantizeRow(t, {&w[r * cols], size_t(cols)}, {&bytes[r * rb], size_t(rb)}).ok());
+      }
+      const Matrix m{t, rows, cols, bytes.data(), rb};
+      const PackedMatrix packed = PackedMatrix::Pack(m);
+      Matrix mp = m;
+      mp.packed = packed.empty() ? nullptr : &packed;
+      for (int64_t n : {1, 3, 6}) {
+        std::vector<float> x = Random(n * cols, 12);
+        std::vector<ActBlock> xq(n * cols / 32);
+        QuantizeActivations(x.data(), n * cols, xq.data());
+        for (const Matrix* which : {&m, static_cast<const Matrix*>(&mp)}) {
+          std::vector<float> y(n * rows, NAN);
+          MatMulQ(*which, xq.data(), n, y.data(), &pool);
+          for (int64_t i = 0; i < n; ++i) {
+            for (int64_t r = 0; r < rows; ++r) {
+              const float want = reference::DotRowQ(t, &bytes[r * rb], &xq[i * cols / 32], cols);
+              ASSERT_NEAR(y[i * rows + r], want, 1e-4 * std::fabs(want) + 1e-3)
+                  << static_cast<int>(t) << " rows " << rows << " n " << n << " at " << i << ","
+                  << r << (which == &m ? " file layout" : " packed");
+            }
+          }
+        }
       }
     }
   }
