@@ -95,7 +95,7 @@ Status TableImpl::Lookup(std::span<const int64_t> ids, float* out, bool train) {
   GroupByShard(batch.ids, &order, &begin);
   std::vector<float> unique_rows(batch.ids.size() * dim_);
   const int64_t step = step_.load(std::memory_order_relaxed);
-  counters_.lookups.fetch_add(static_cast<int64_t>(batch.ids.size()), std::memory_order_relaxed);
+  counters_.lookups.fetch_add(static_cast<int64_t>(ids.size()), std::memory_order_relaxed);
   for (size_t si = 0; si < shards_.size(); ++si) {
     if (begin[si] == begin[si + 1]) continue;
     ShardState& s = *shards_[si];
@@ -105,7 +105,9 @@ Status TableImpl::Lookup(std::span<const int64_t> ids, float* out, bool train) {
     for (int64_t k = begin[si]; k < begin[si + 1]; ++k) {
       sids.push_back(batch.ids[order[k]]);
       rows.push_back(s.shard.Find(sids.back()));
-      if (rows.back() >= 0) counters_.dram_hits.fetch_add(1, std::memory_order_relaxed);
+      if (rows.back() >= 0) {  // every occurrence in the batch was served from DRAM
+        counters_.dram_hits.fetch_add(batch.count[order[k]], std::memory_order_relaxed);
+      }
     }
     KEEL_RETURN_IF_ERROR(Promote(s, sids, rows));
     for (size_t k = 0; k < sids.size(); ++k) {

@@ -66,7 +66,9 @@ struct TableStats {
   int64_t dram_rows = 0, dram_bytes = 0;  // bytes: rows + metadata + index, as budgeted
   int64_t ssd_rows = 0, ssd_bytes = 0;    // bytes: segment files on disk
   int64_t ssd_index_bytes = 0;
-  int64_t lookups = 0, dram_hits = 0, ssd_hits = 0;  // rows looked up (after dedup per batch)
+  // lookups: ids looked up, repeats in a batch included; dram_hits: those already in DRAM;
+  // ssd_hits: rows read back from the SSD tier (once per batch however often repeated).
+  int64_t lookups = 0, dram_hits = 0, ssd_hits = 0;
   int64_t admissions = 0, rejected = 0;  // rows created; lookups of ids not admitted yet
   int64_t evictions = 0, dropped = 0;    // rows moved to SSD; rows lost (no SSD tier)
   int64_t expired = 0;
