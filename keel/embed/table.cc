@@ -59,6 +59,19 @@ Status TableImpl::Promote(ShardState& s, const std::vector<uint64_t>& ids,
   return OkStatus();
 }
 
+Status TableImpl::FindRows(ShardState& s, const Dedup& batch, std::span<const int64_t> positions,
+                           bool count_hits, std::vector<uint64_t>* ids,
+                           std::vector<int64_t>* rows) {
+  for (int64_t u : positions) {
+    ids->push_back(batch.ids[u]);
+    rows->push_back(s.shard.Find(ids->back()));
+    if (count_hits && rows->back() >= 0) {  // every occurrence was served from DRAM
+      counters_.dram_hits.fetch_add(batch.count[u], std::memory_order_relaxed);
+    }
+  }
+  return Promote(s, *ids, *rows);
+}
+
 Status TableImpl::EvictToBudget(ShardState& s) {
   if (max_rows_ == 0 || s.shard.size() <= max_rows_) return OkStatus();
   const int64_t n = s.shard.size() - max_rows_;
@@ -102,14 +115,9 @@ Status TableImpl::Lookup(std::span<const int64_t> ids, float* out, bool train) {
     MutexLock lock(&s.mu);
     std::vector<uint64_t> sids;
     std::vector<int64_t> rows;
-    for (int64_t k = begin[si]; k < begin[si + 1]; ++k) {
-      sids.push_back(batch.ids[order[k]]);
-      rows.push_back(s.shard.Find(sids.back()));
-      if (rows.back() >= 0) {  // every occurrence in the batch was served from DRAM
-        counters_.dram_hits.fetch_add(batch.count[order[k]], std::memory_order_relaxed);
-      }
-    }
-    KEEL_RETURN_IF_ERROR(Promote(s, sids, rows));
+    KEEL_RETURN_IF_ERROR(FindRows(
+        s, batch, std::span<const int64_t>(order).subspan(begin[si], begin[si + 1] - begin[si]),
+        /*count_hits=*/true, &sids, &rows));
     for (size_t k = 0; k < sids.size(); ++k) {
       const int64_t u = order[begin[si] + k];
       float* dst = unique_rows.data() + u * dim_;
@@ -167,11 +175,9 @@ Status TableImpl::ApplyGradients(std::span<const int64_t> ids, const float* grad
     MutexLock lock(&s.mu);
     std::vector<uint64_t> sids;
     std::vector<int64_t> rows;
-    for (int64_t k = begin[si]; k < begin[si + 1]; ++k) {
-      sids.push_back(batch.ids[order[k]]);
-      rows.push_back(s.shard.Find(sids.back()));
-    }
-    KEEL_RETURN_IF_ERROR(Promote(s, sids, rows));
+    KEEL_RETURN_IF_ERROR(FindRows(
+        s, batch, std::span<const int64_t>(order).subspan(begin[si], begin[si + 1] - begin[si]),
+        /*count_hits=*/false, &sids, &rows));
     std::vector<int64_t> touched;
     std::vector<float> g;
     for (size_t k = 0; k < sids.size(); ++k) {

@@ -95,6 +95,11 @@ class TableImpl final : public Table {
   // Promotes from SSD every id of `ids` (not in DRAM) it holds; rows[i] = row or -1.
   Status Promote(ShardState& s, const std::vector<uint64_t>& ids, std::vector<int64_t>& rows)
       KEEL_REQUIRES(s.mu);
+  // The shard's rows of the batch's unique ids at `positions`: found in DRAM, else promoted
+  // from SSD, else -1 (ids[i] / rows[i] per position). Counts DRAM hits if asked.
+  Status FindRows(ShardState& s, const Dedup& batch, std::span<const int64_t> positions,
+                  bool count_hits, std::vector<uint64_t>* ids, std::vector<int64_t>* rows)
+      KEEL_REQUIRES(s.mu);
   // Evicts the shard down to its row budget (Note [Budget at the end of a call]).
   Status EvictToBudget(ShardState& s) KEEL_REQUIRES(s.mu);
   // A row left the table (expiry, or dropped past the budget): remembered for incremental
