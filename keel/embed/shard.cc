@@ -86,19 +86,21 @@ void Shard::Remove(int64_t row) {
   --live_;
 }
 
-int64_t Shard::Victim(uint64_t* rng, int samples) const {
+int64_t Shard::Victim(uint64_t* rng, int samples, int64_t protect_step) const {
   int64_t best = -1;
   const auto n = static_cast<uint64_t>(ids_.size());
+  auto before = [&](const RowMeta& a, const RowMeta& b) {
+    const bool a_protected = a.last_step >= protect_step, b_protected = b.last_step >= protect_step;
+    if (a_protected != b_protected) return b_protected;
+    if (a.sightings != b.sightings) return a.sightings < b.sightings;
+    return a.last_step < b.last_step;
+  };
   for (int tries = 0; tries < 8 * samples && samples > 0; ++tries) {
     *rng = Mix64(*rng);
     const auto row = static_cast<int64_t>(*rng % n);
     if ((meta_[row].flags & kLive) == 0) continue;
     --samples;
-    if (best < 0 || meta_[row].sightings < meta_[best].sightings ||
-        (meta_[row].sightings == meta_[best].sightings &&
-         meta_[row].last_step < meta_[best].last_step)) {
-      best = row;
-    }
+    if (best < 0 || before(meta_[row], meta_[best])) best = row;
   }
   if (best >= 0) return best;
   for (int64_t row = 0; row < static_cast<int64_t>(n); ++row) {  // sparse shard: scan

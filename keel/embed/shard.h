@@ -29,8 +29,10 @@ class Shard {
   int64_t Insert(uint64_t id);
   void Remove(int64_t row);
   int64_t size() const { return live_; }
-  // Among `samples` live rows drawn with `rng`: the fewest sightings, then the oldest.
-  int64_t Victim(uint64_t* rng, int samples) const;
+  // Among `samples` live rows drawn with `rng`: rows last seen before `protect_step` first
+  // (a row of the running step is about to be used again), then the fewest sightings, then
+  // the oldest.
+  int64_t Victim(uint64_t* rng, int samples, int64_t protect_step) const;
 
   uint64_t id(int64_t row) const { return ids_[row]; }
   RowMeta& meta(int64_t row) { return meta_[row]; }

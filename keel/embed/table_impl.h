@@ -69,8 +69,9 @@ class TableImpl final : public Table {
     }
   }
 
-  Status Lookup(std::span<const int64_t> ids, float* out, bool train) override;
-  Status ApplyGradients(std::span<const int64_t> ids, const float* grads) override;
+  Status Lookup(std::span<const int64_t> ids, float* out, bool train) override;  // table_batch.cc
+  Status ApplyGradients(std::span<const int64_t> ids,
+                        const float* grads) override;  // table_batch.cc
   Status Expire() override;
   TableStats stats() const override;
   Status Save(const std::string& dir, bool incremental) override;  // table_checkpoint.cc
@@ -92,16 +93,25 @@ class TableImpl final : public Table {
   // Positions in `ids` grouped by shard: order[begin[s], begin[s + 1]).
   void GroupByShard(const std::vector<uint64_t>& ids, std::vector<int64_t>* order,
                     std::vector<int64_t>* begin) const;
-  // Promotes from SSD every id of `ids` (not in DRAM) it holds; rows[i] = row or -1.
-  Status Promote(ShardState& s, const std::vector<uint64_t>& ids, std::vector<int64_t>& rows)
-      KEEL_REQUIRES(s.mu);
-  // The shard's rows of the batch's unique ids at `positions`: found in DRAM, else promoted
-  // from SSD, else -1 (ids[i] / rows[i] per position). Counts DRAM hits if asked.
-  Status FindRows(ShardState& s, const Dedup& batch, std::span<const int64_t> positions,
-                  bool count_hits, std::vector<uint64_t>* ids, std::vector<int64_t>* rows)
-      KEEL_REQUIRES(s.mu);
-  // Evicts the shard down to its row budget (Note [Budget at the end of a call]).
-  Status EvictToBudget(ShardState& s) KEEL_REQUIRES(s.mu);
+  // The second pass of Lookup / ApplyGradients over the batch's ids (unique indices `misses`,
+  // grouped by shard in increasing order) that the first pass did not find in DRAM (Note
+  // [Two passes] in table_batch.cc).
+  Status LookupMisses(const Dedup& batch, const std::vector<int64_t>& misses, bool train,
+                      int64_t step, float* unique_rows);
+  Status UpdateMisses(const Dedup& batch, const std::vector<int64_t>& misses, const float* summed,
+                      int64_t step);
+  // With the shards of `misses` locked: finds each miss in DRAM again (another call may have
+  // brought it in), takes the rest from SSD in one call; rows[k] = row of misses[k] or -1.
+  Status BringIn(const Dedup& batch, const std::vector<int64_t>& misses,
+                 std::span<ShardState* const> shard_of,
+                 std::vector<int64_t>* rows) KEEL_NO_THREAD_SAFETY_ANALYSIS;
+  // Evicts the (locked) shards down to their row budgets with one SSD write (Note [Budget at
+  // the end of a call]).
+  Status EvictToBudget(std::span<ShardState* const> shards) KEEL_NO_THREAD_SAFETY_ANALYSIS;
+  Status EvictToBudget(ShardState& s) KEEL_REQUIRES(s.mu) {
+    ShardState* one = &s;
+    return EvictToBudget({&one, 1});
+  }
   // A row left the table (expiry, or dropped past the budget): remembered for incremental
   // saves.
   void NoteDeleted(uint64_t id);

@@ -139,6 +139,29 @@ TEST(Table, EvictionKeepsFrequentlySeenRowsInDram) {
   EXPECT_EQ(table->stats().ssd_hits, ssd_hits);  // both were still in DRAM
 }
 
+TEST(Table, RowsOfTheRunningStepAreNotEvictedBeforeTheirGradient) {
+  TableOptions o{.dim = 2,
+                 .dram_budget_bytes = Budget(2, 1, 10),
+                 .ssd_path = TempDir("step"),
+                 .optimizer = {.kind = OptimizerKind::kSgd},
+                 .shards = 1};
+  auto table = *Table::Create(o);
+  std::vector<float> out(2), grad(2, 0.5f);
+  std::vector<int64_t> hot(10);
+  for (int64_t i = 0; i < 10; ++i) hot[i] = i + 1;
+  std::vector<float> hot_out(20);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(table->Lookup(hot, hot_out.data()).ok());
+  // Each new id is the least-seen row when the lookup evicts down to the budget; it is kept
+  // for its gradient, and a hot row or an older new id goes instead.
+  for (int64_t id = 100; id < 140; ++id) {
+    ASSERT_TRUE(table->Lookup({&id, 1}, out.data()).ok());
+    const int64_t ssd_hits = table->stats().ssd_hits;
+    ASSERT_TRUE(table->ApplyGradients({&id, 1}, grad.data()).ok());
+    EXPECT_EQ(table->stats().ssd_hits, ssd_hits) << "id " << id << " was evicted and read back";
+  }
+  EXPECT_GE(table->stats().evictions, 40);
+}
+
 TEST(Table, IdsGetARowOnlyAfterAdmitAfterSightings) {
   TableOptions o{.dim = 4,
                  .optimizer = {.kind = OptimizerKind::kSgd, .lr = 1.0f},
