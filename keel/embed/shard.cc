@@ -95,12 +95,21 @@ int64_t Shard::Victim(uint64_t* rng, int samples, int64_t protect_step) const {
     if (a.sightings != b.sightings) return a.sightings < b.sightings;
     return a.last_step < b.last_step;
   };
-  for (int tries = 0; tries < 8 * samples && samples > 0; ++tries) {
-    *rng = Mix64(*rng);
-    const auto row = static_cast<int64_t>(*rng % n);
-    if ((meta_[row].flags & kLive) == 0) continue;
-    --samples;
-    if (best < 0 || before(meta_[row], meta_[best])) best = row;
+  // Draw a round of candidates and prefetch them all, so their cache misses overlap.
+  constexpr int kRound = 8;
+  int64_t drawn[kRound];
+  for (int tries = 0; tries < 8 * samples && samples > 0; tries += kRound) {
+    for (int64_t& row : drawn) {
+      *rng = Mix64(*rng);
+      row = static_cast<int64_t>(*rng % n);
+      __builtin_prefetch(&meta_[row]);
+    }
+    for (int64_t row : drawn) {
+      if (samples == 0) break;
+      if ((meta_[row].flags & kLive) == 0) continue;
+      --samples;
+      if (best < 0 || before(meta_[row], meta_[best])) best = row;
+    }
   }
   if (best >= 0) return best;
   for (int64_t row = 0; row < static_cast<int64_t>(n); ++row) {  // sparse shard: scan

@@ -25,6 +25,14 @@ class Shard {
   Shard(int64_t dim, int num_slots);
 
   int64_t Find(uint64_t id) const;  // row number, or -1
+  // Hints for batches: start loading the index bucket `id` hashes to / a row's metadata,
+  // value and slots, so the Find / use that follows does not wait for memory.
+  void PrefetchFind(uint64_t id) const { __builtin_prefetch(&index_[Home(id)]); }
+  void PrefetchRow(int64_t row) const {
+    __builtin_prefetch(&meta_[row]);
+    __builtin_prefetch(values_.data() + row * dim_);
+    for (const auto& s : slots_) __builtin_prefetch(s.data() + row * dim_);
+  }
   // A row for `id` (absent), metadata zeroed but live, value and slots unspecified.
   int64_t Insert(uint64_t id);
   void Remove(int64_t row);

@@ -39,6 +39,9 @@ class SsdIndex {
   bool Update(uint64_t key, uint32_t location);
   // Removes `key`; returns its location, or kEmpty if it was absent.
   uint32_t Erase(uint64_t key);
+  // Starts loading `key`'s home slot: call it for a batch of keys before working on them, so
+  // their cache misses overlap.
+  void Prefetch(uint64_t key) const { __builtin_prefetch(slots_.get() + Home(key) * kSlotBytes); }
 
   int64_t size() const { return size_; }
   int64_t capacity() const { return capacity_; }

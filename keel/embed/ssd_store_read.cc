@@ -59,6 +59,7 @@ Status SsdStoreImpl::ReadBatch(std::span<const uint64_t> keys, uint8_t* records,
   std::vector<std::pair<int64_t, uint32_t>> taken;  // (index into keys, location)
   {
     MutexLock lock(&mu_);
+    for (uint64_t key : keys) index_.Prefetch(key);
     if (take) {  // wait until no other Take holds one of these keys
       auto busy = [&]() KEEL_REQUIRES(mu_) {
         return std::any_of(keys.begin(), keys.end(), [&](uint64_t key) KEEL_REQUIRES(mu_) {

@@ -156,6 +156,7 @@ Status SsdStoreImpl::Put(std::span<const uint64_t> keys, const uint8_t* records)
   }
   std::vector<uint32_t> locations(n);
   MutexLock lock(&mu_);
+  for (uint64_t key : keys) index_.Prefetch(key);
   const AppendMark mark = MarkAppends();
   for (int64_t i = 0; i < n; ++i) {
     StatusOr<uint32_t> location = Append(headers.data() + i * kRecordHeaderBytes, records + i * rb);

@@ -54,6 +54,18 @@ void Touch(RowMeta& m, uint32_t count, int64_t step, int64_t epoch) {
   m.changed = epoch;
 }
 
+// rows[k] = the shard's row of batch id positions[k], or -1; the index buckets and then the
+// rows found are prefetched a batch at a time, so their cache misses overlap.
+void FindAll(const Shard& shard, const Dedup& batch, std::span<const int64_t> positions,
+             std::vector<int64_t>* rows) {
+  rows->resize(positions.size());
+  for (int64_t u : positions) shard.PrefetchFind(batch.ids[u]);
+  for (size_t k = 0; k < positions.size(); ++k) {
+    (*rows)[k] = shard.Find(batch.ids[positions[k]]);
+    if ((*rows)[k] >= 0) shard.PrefetchRow((*rows)[k]);
+  }
+}
+
 }  // namespace
 
 void TableImpl::GroupByShard(const std::vector<uint64_t>& ids, std::vector<int64_t>* order,
@@ -75,6 +87,7 @@ Status TableImpl::BringIn(const Dedup& batch, const std::vector<int64_t>& misses
   rows->resize(misses.size());
   std::vector<uint64_t> absent;
   std::vector<size_t> where;
+  for (size_t k = 0; k < misses.size(); ++k) shard_of[k]->shard.PrefetchFind(batch.ids[misses[k]]);
   for (size_t k = 0; k < misses.size(); ++k) {
     (*rows)[k] = shard_of[k]->shard.Find(batch.ids[misses[k]]);
     if ((*rows)[k] < 0) {
@@ -143,15 +156,16 @@ Status TableImpl::Lookup(std::span<const int64_t> ids, float* out, bool train) {
   const int64_t step = step_.load(std::memory_order_relaxed);
   const int64_t epoch = epoch_.load(std::memory_order_relaxed);
   counters_.lookups.fetch_add(static_cast<int64_t>(ids.size()), std::memory_order_relaxed);
-  std::vector<int64_t> misses;
+  std::vector<int64_t> misses, rows;
   int64_t hits = 0;
   for (size_t si = 0; si < shards_.size(); ++si) {
     if (begin[si] == begin[si + 1]) continue;
     ShardState& s = *shards_[si];
     MutexLock lock(&s.mu);
+    FindAll(s.shard, batch, {order.data() + begin[si], order.data() + begin[si + 1]}, &rows);
     for (int64_t k = begin[si]; k < begin[si + 1]; ++k) {
       const int64_t u = order[k];
-      const int64_t row = s.shard.Find(batch.ids[u]);
+      const int64_t row = rows[k - begin[si]];
       if (row < 0) {
         misses.push_back(u);
         continue;
@@ -228,7 +242,7 @@ Status TableImpl::ApplyGradients(std::span<const int64_t> ids, const float* grad
   GroupByShard(batch.ids, &order, &begin);
   const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
   const int64_t epoch = epoch_.load(std::memory_order_relaxed);
-  std::vector<int64_t> misses, touched;
+  std::vector<int64_t> misses, touched, rows;
   std::vector<float> g;
   for (size_t si = 0; si < shards_.size(); ++si) {
     if (begin[si] == begin[si + 1]) continue;
@@ -236,9 +250,10 @@ Status TableImpl::ApplyGradients(std::span<const int64_t> ids, const float* grad
     MutexLock lock(&s.mu);
     touched.clear();
     g.clear();
+    FindAll(s.shard, batch, {order.data() + begin[si], order.data() + begin[si + 1]}, &rows);
     for (int64_t k = begin[si]; k < begin[si + 1]; ++k) {
       const int64_t u = order[k];
-      const int64_t row = s.shard.Find(batch.ids[u]);
+      const int64_t row = rows[k - begin[si]];
       if (row < 0) {
         misses.push_back(u);
         continue;
