@@ -2,13 +2,14 @@
 // allocations as a keel allocation trace (docs/formats/alloc-trace.md, docs/mem.md
 // "Recording"). `keel mem record` sets it up; by hand:
 //
-//   KEEL_MEM_RECORD_OUT=/tmp/run.trace KEEL_MEM_RECORD_MIN_BYTES=1048576
+//   KEEL_MEM_RECORD_OUT=/tmp/run KEEL_MEM_RECORD_MIN_BYTES=1048576
 //     LD_PRELOAD=build/keel/mem/libkeel_mem_record.so python3 train.py    (one command line)
 //
-// Environment: KEEL_MEM_RECORD_OUT (required; without it the library only passes calls
-// through), KEEL_MEM_RECORD_MIN_BYTES (default 1 MiB: smaller requests are not recorded),
-// KEEL_MEM_RECORD_PID (when set, only the process with that pid records; forked children
-// never record).
+// Environment: KEEL_MEM_RECORD_OUT, a path prefix (required; without it the library only
+// passes calls through): each process that loads the library writes "PREFIX.PID", so a
+// program that execs others (a shell, a launcher) leaves one trace per process; forked
+// children that do not exec stop recording. KEEL_MEM_RECORD_MIN_BYTES (default 1 MiB):
+// smaller requests are not recorded.
 //
 // Note [Recorder hook path]: malloc and friends are called from everywhere, including from
 // inside dlsym() while we look the real functions up and from threads we know nothing about.
@@ -255,12 +256,16 @@ void StartRecording() {
   const char* out = getenv("KEEL_MEM_RECORD_OUT");
   if (out == nullptr || *out == '\0') return;
   bool ok = false;
-  const uint64_t want_pid = ParseU64(getenv("KEEL_MEM_RECORD_PID"), &ok);
   g_pid = getpid();
-  if (ok && want_pid != static_cast<uint64_t>(g_pid)) return;
   const uint64_t min_bytes = ParseU64(getenv("KEEL_MEM_RECORD_MIN_BYTES"), &ok);
   if (ok && min_bytes > 0) g_min_bytes = min_bytes;
-  g_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  char path[4096];
+  const size_t len = strlen(out);
+  if (len + 24 > sizeof path) return;
+  char* end = stpcpy(path, out);
+  *end++ = '.';
+  *PutU64(end, static_cast<uint64_t>(g_pid)) = '\0';
+  g_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (g_fd < 0) return;
   clock_gettime(CLOCK_MONOTONIC, &g_t0);
   char header[256];
