@@ -42,12 +42,12 @@ struct AllocatorStats {
   uint64_t active_bytes = 0, peak_active_bytes = 0;
   uint64_t reserved_bytes = 0, peak_reserved_bytes = 0;
   uint64_t alloc_count = 0, free_count = 0;
-  uint64_t segment_count = 0;  // physical segments (caching), mapped pages (expandable)
-  uint64_t map_count = 0, unmap_count = 0;        // backend map/unmap calls
+  uint64_t segment_count = 0;          // physical segments (caching), mapped pages (expandable)
+  uint64_t map_count = 0, unmap_count = 0;  // backend map/unmap calls
   uint64_t stitch_count = 0, stitched_bytes = 0;  // stitching only
-  uint64_t stitched_reuse_count = 0;              // allocations served by a cached stitched block
-  uint64_t gc_count = 0;                          // stitched-block garbage collections
-  uint64_t empty_cache_count = 0;                 // internal "free the cache and retry" passes
+  uint64_t stitched_reuse_count = 0;  // allocations served by a cached stitched block
+  uint64_t gc_count = 0;              // stitched-block garbage collections
+  uint64_t empty_cache_count = 0;     // internal "free the cache and retry" passes
   uint64_t oom_count = 0;
   // peak_active / peak_reserved (1.0 when nothing was reserved).
   double utilization() const;
@@ -93,7 +93,8 @@ class Allocator {
 
 // policy: "caching", "expandable" or "stitching"; anything else is InvalidArgument naming the
 // three. `backend` is borrowed.
-StatusOr<std::unique_ptr<Allocator>> MakeAllocator(std::string_view policy, PhysicalMemory* backend,
+StatusOr<std::unique_ptr<Allocator>> MakeAllocator(std::string_view policy,
+                                                   PhysicalMemory* backend,
                                                    const AllocatorOptions& options);
 
 }  // namespace keel::mem

@@ -55,7 +55,7 @@ class PhysicalMemory {
 };
 
 struct HostMemoryOptions {
-  uint64_t chunk_bytes = 2ull << 20;  // multiple of the page size
+  uint64_t chunk_bytes = 2ull << 20;    // multiple of the page size
   uint64_t capacity_bytes = 1ull << 30;
 };
 StatusOr<std::unique_ptr<PhysicalMemory>> MakeHostMemory(const HostMemoryOptions& options);
