@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <unordered_map>
 #include <unordered_set>
@@ -24,7 +25,8 @@ LatencyStats Summarize(std::vector<double>* ns) {
   if (ns->empty()) return s;
   for (double v : *ns) s.total_ns += v;
   auto at = [&](double q) {
-    const size_t k = std::min(ns->size() - 1, static_cast<size_t>(q * (ns->size() - 1) + 0.5));
+    const size_t k =
+        std::min(ns->size() - 1, static_cast<size_t>(std::llround(q * (ns->size() - 1))));
     std::nth_element(ns->begin(), ns->begin() + static_cast<std::ptrdiff_t>(k), ns->end());
     return (*ns)[k];
   };
@@ -51,8 +53,8 @@ uint64_t AutoCapacity(const ReplayOptions& o, const TraceSummary& s) {
 
 Status ReplayOptions::Validate() const {
   if (policy != "caching" && policy != "expandable" && policy != "stitching") {
-    return InvalidArgumentError(fmt::format(
-        "unknown allocator '{}': use caching, expandable or stitching", policy));
+    return InvalidArgumentError(
+        fmt::format("unknown allocator '{}': use caching, expandable or stitching", policy));
   }
   if (backend != "simulated" && backend != "host") {
     return InvalidArgumentError(
@@ -63,8 +65,8 @@ Status ReplayOptions::Validate() const {
         fmt::format("chunk size {} must be a positive multiple of 4096", chunk_bytes));
   }
   if (capacity_bytes != 0 && capacity_bytes < chunk_bytes) {
-    return InvalidArgumentError(fmt::format("capacity {} is below one chunk ({} bytes)",
-                                            capacity_bytes, chunk_bytes));
+    return InvalidArgumentError(
+        fmt::format("capacity {} is below one chunk ({} bytes)", capacity_bytes, chunk_bytes));
   }
   return allocator.Validate();
 }
@@ -114,8 +116,8 @@ StatusOr<ReplayResult> Replay(const Trace& trace, const ReplayOptions& options) 
             fmt::format("replaying event {} (alloc of {} bytes, id {})", i, e.bytes, e.id));
       }
       if (r.oom_count++ == 0) {
-        r.first_oom = fmt::format("event {} (alloc of {} bytes): {}", i, e.bytes,
-                                  a.status().message());
+        r.first_oom =
+            fmt::format("event {} (alloc of {} bytes): {}", i, e.bytes, a.status().message());
       }
       refused.insert(e.id);
       continue;

@@ -24,7 +24,7 @@
 namespace keel::mem {
 
 struct ReplayOptions {
-  std::string policy = "stitching";  // caching | expandable | stitching
+  std::string policy = "stitching";   // caching | expandable | stitching
   std::string backend = "simulated";  // simulated (accounting only) | host (memfd + mmap)
   // Backend capacity; 0 = automatic: 80 GiB simulated, host max(1 GiB, 2 x the trace's peak
   // live bytes) rounded up to the chunk size.

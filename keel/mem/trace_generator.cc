@@ -146,7 +146,7 @@ void Step(Emitter* em, const GeneratorOptions& o) {
 }  // namespace
 
 Status GeneratorOptions::Validate() const {
-  auto bad = [](std::string what) { return InvalidArgumentError("generator: " + what); };
+  auto bad = [](const std::string& what) { return InvalidArgumentError("generator: " + what); };
   if (steps < 1 || steps > 1000) return bad(fmt::format("steps {} not in 1..1000", steps));
   if (layers < 1 || layers > 512) return bad(fmt::format("layers {} not in 1..512", layers));
   if (hidden < 64 || hidden > 65536 || hidden % 64 != 0) {

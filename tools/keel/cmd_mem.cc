@@ -34,17 +34,19 @@ StatusOr<uint64_t> ParseBytes(const std::string& flag, const std::string& text) 
   for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   int shift = -1;
   if (unit.empty() || unit == "b") shift = 0;
-  for (const auto& [names, s] : std::vector<std::pair<std::vector<std::string>, int>>{
-           {{"k", "kb", "kib"}, 10}, {{"m", "mb", "mib"}, 20}, {{"g", "gb", "gib"}, 30},
-           {{"t", "tb", "tib"}, 40}}) {
+  for (const auto& [names, s] :
+       std::vector<std::pair<std::vector<std::string>, int>>{{{"k", "kb", "kib"}, 10},
+                                                             {{"m", "mb", "mib"}, 20},
+                                                             {{"g", "gb", "gib"}, 30},
+                                                             {{"t", "tb", "tib"}, 40}}) {
     for (const std::string& n : names) {
       if (unit == n) shift = s;
     }
   }
   if (i == 0 || shift < 0) {
-    return InvalidArgumentError(fmt::format(
-        "{} '{}' is not a size: use bytes or a number with K, M, G or T (binary units)", flag,
-        text));
+    return InvalidArgumentError(
+        fmt::format("{} '{}' is not a size: use bytes or a number with K, M, G or T (binary units)",
+                    flag, text));
   }
   if (v == 0) return InvalidArgumentError(fmt::format("{} must be greater than 0", flag));
   if (shift > 0 && v > (UINT64_MAX >> shift)) {
@@ -70,7 +72,9 @@ std::string Human(uint64_t bytes) {
 }
 
 nlohmann::json ToJson(const mem::LatencyStats& l) {
-  return {{"count", l.count}, {"median_ns", l.median_ns}, {"p99_ns", l.p99_ns},
+  return {{"count", l.count},
+          {"median_ns", l.median_ns},
+          {"p99_ns", l.p99_ns},
           {"total_ns", l.total_ns}};
 }
 
@@ -107,8 +111,7 @@ void PrintTable(const std::string& path, const mem::TraceSummary& s,
   fmt::print("trace {}: {} allocs, {} frees, peak live {} (the ideal reserved), {} stream(s)\n",
              path, s.allocs, s.frees, Human(s.peak_live_bytes), s.streams);
   if (!results.empty()) {
-    fmt::print("backend {}, capacity {}\n\n", results[0].backend,
-               Human(results[0].capacity_bytes));
+    fmt::print("backend {}, capacity {}\n\n", results[0].backend, Human(results[0].capacity_bytes));
   }
   fmt::print("{:<11} {:>12} {:>13} {:>7} {:>6} {:>8} {:>8} {:>8} {:>5} {:>10} {:>10} {:>9}\n",
              "allocator", "peak active", "peak reserved", "util", "frag", "maps", "unmaps",
@@ -117,9 +120,9 @@ void PrintTable(const std::string& path, const mem::TraceSummary& s,
     fmt::print(
         "{:<11} {:>12} {:>13} {:>6.1f}% {:>5.1f}% {:>8} {:>8} {:>8} {:>5} {:>8.0f}ns {:>8.0f}ns "
         "{:>7.0f}ms\n",
-        r.policy, Human(r.peak_active_bytes), Human(r.peak_reserved_bytes),
-        100 * r.utilization, 100 * r.fragmentation, r.map_count, r.unmap_count, r.stitch_count,
-        r.oom_count, r.alloc_all.median_ns, r.alloc_all.p99_ns, r.alloc_all.total_ns / 1e6);
+        r.policy, Human(r.peak_active_bytes), Human(r.peak_reserved_bytes), 100 * r.utilization,
+        100 * r.fragmentation, r.map_count, r.unmap_count, r.stitch_count, r.oom_count,
+        r.alloc_all.median_ns, r.alloc_all.p99_ns, r.alloc_all.total_ns / 1e6);
   }
   for (const mem::ReplayResult& r : results) {
     if (r.oom_count > 0) fmt::print("{}: first OOM at {}\n", r.policy, r.first_oom);
@@ -131,14 +134,15 @@ Status RunReplay(const ReplayFlags& f, bool* usage) {
   *usage = true;
   mem::ReplayOptions o;
   o.backend = f.backend;
-  if (!f.capacity.empty()) KEEL_ASSIGN_OR_RETURN(o.capacity_bytes, ParseBytes("--capacity", f.capacity));
+  if (!f.capacity.empty()) {
+    KEEL_ASSIGN_OR_RETURN(o.capacity_bytes, ParseBytes("--capacity", f.capacity));
+  }
   KEEL_ASSIGN_OR_RETURN(o.chunk_bytes, ParseBytes("--chunk", f.chunk));
   if (!f.frag_limit.empty()) {
     KEEL_ASSIGN_OR_RETURN(o.allocator.frag_limit_bytes, ParseBytes("--frag-limit", f.frag_limit));
   }
   if (!f.max_split.empty()) {
-    KEEL_ASSIGN_OR_RETURN(o.allocator.max_split_size_bytes,
-                          ParseBytes("--max-split", f.max_split));
+    KEEL_ASSIGN_OR_RETURN(o.allocator.max_split_size_bytes, ParseBytes("--max-split", f.max_split));
   }
   o.allocator.reuse_limit = f.reuse_limit;
   o.allocator.defrag_level = f.defrag_level;
@@ -215,7 +219,7 @@ void AddReplay(CLI::App* mem, ReplayFlags* f) {
       ->check(CLI::Range(0, 1));
   app->add_option("--max-split", f->max_split, "caching/stitching: never split blocks >= this");
   app->add_flag("--json", f->json, "Print JSON instead of a table");
-  app->excludes(app->get_option("--allocator"), app->get_option("--compare"));
+  app->get_option("--allocator")->excludes("--compare");
 }
 
 void AddGenerate(CLI::App* mem, MemFlags* f) {
@@ -269,12 +273,13 @@ int RunMem(MemFlags* f) {
   std::vector<std::string> words = f->words;
   words.insert(words.begin(), "keel mem");
   std::vector<char*> argv;
+  argv.reserve(words.size());
   for (std::string& w : words) argv.push_back(w.data());
   int argc = static_cast<int>(argv.size());
   if (argc > 1 && words[1] == "record") {
     bool separator = false;
-    const int start = FindTrailingStart(*app.get_subcommand("record"), argc, argv.data(), 2,
-                                        &separator);
+    const int start =
+        FindTrailingStart(*app.get_subcommand("record"), argc, argv.data(), 2, &separator);
     f->record.command.assign(words.begin() + start + (separator ? 1 : 0), words.end());
     argc = start;
   }
@@ -328,7 +333,8 @@ Command MakeMem(CLI::App* parent) {
       "mem", "Allocation traces: replay (--compare), generate, record, info");
   app->footer(kMemHelp);
   app->allow_extras();
-  return {app, [f] {
+  return {app,
+          [f] {
             if (f->words.empty()) {
               std::cerr << "keel mem: error: no command given\n" << kMemHelp << "\n";
               return kExitUsage;

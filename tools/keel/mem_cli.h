@@ -14,11 +14,11 @@ namespace keel::cli {
 StatusOr<uint64_t> ParseBytes(const std::string& flag, const std::string& text);
 
 struct RecordFlags {
-  std::string out;                       // OUT.trace.gz
-  std::string min_bytes = "1M";          // smallest recorded allocation
-  std::string recorder;                  // libkeel_mem_record.so; empty = search
-  bool cuda_snapshot = true;             // install the CUDA snapshot hook for Python children
-  std::vector<std::string> command;      // the program and its arguments
+  std::string out;                   // OUT.trace.gz
+  std::string min_bytes = "1M";      // smallest recorded allocation
+  std::string recorder;              // libkeel_mem_record.so; empty = search
+  bool cuda_snapshot = true;         // install the CUDA snapshot hook for Python children
+  std::vector<std::string> command;  // the program and its arguments
 };
 
 // `keel mem record`: runs the command under the recorder and writes the trace(s). Returns the

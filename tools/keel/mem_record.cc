@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -29,7 +30,8 @@ namespace fs = std::filesystem;
 constexpr const char* kRecorderName = "libkeel_mem_record.so";
 
 // Written as sitecustomize.py into a directory put first on the child's PYTHONPATH.
-constexpr const char* kSiteCustomize = R"PY(# Written by `keel mem record` (docs/mem.md, "Recording").
+constexpr const char* kSiteCustomize =
+    R"PY(# Written by `keel mem record` (docs/mem.md, "Recording").
 # When the program imports torch and CUDA is available, record PyTorch's CUDA memory history
 # and dump torch.cuda.memory._snapshot() at exit to $KEEL_MEM_SNAPSHOT_OUT.<pid>.pickle.
 # Then run the sitecustomize this one shadows, if any.
@@ -176,6 +178,15 @@ std::string Join(const std::vector<std::string>& words) {
   return s;
 }
 
+std::string UtcNow(std::chrono::system_clock::time_point t) {
+  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 struct TempDir {
   fs::path path;
   ~TempDir() {
@@ -204,7 +215,8 @@ Status Record(const RecordFlags& f, uint64_t min_bytes, int* child_code) {
   }
   const auto start = std::chrono::system_clock::now();
   KEEL_ASSIGN_OR_RETURN(auto child, Subprocess::Spawn(opts));
-  struct sigaction ignore {}, old_int{};
+  struct sigaction ignore {
+  }, old_int{};
   ignore.sa_handler = SIG_IGN;
   sigaction(SIGINT, &ignore, &old_int);
   const ExitStatus st = child->Wait();
@@ -214,16 +226,17 @@ Status Record(const RecordFlags& f, uint64_t min_bytes, int* child_code) {
 
   const std::vector<std::string> made = {
       fmt::format("command: {}", Join(f.command)),
-      fmt::format("made: keel mem record --min-bytes {} at {:%Y-%m-%dT%H:%M:%SZ}; program {}",
-                  min_bytes, std::chrono::floor<std::chrono::seconds>(start), st.ToString())};
+      fmt::format("made: keel mem record --min-bytes {} at {}; program {}", min_bytes,
+                  UtcNow(start), st.ToString())};
   std::string cpu_out = f.out;
   const std::optional<fs::path> snapshot = PickTrace(tmp.path, "cuda", child->pid(), ".pickle");
   if (snapshot) {
     KEEL_ASSIGN_OR_RETURN(fs::path converter, FindConverter());
     cpu_out = CpuName(f.out);
     SpawnOptions conv;
-    conv.argv = {"python3", converter.string(), snapshot->string(), f.out, "--comment", made[0],
-                 "--comment", made[1]};
+    conv.argv = {
+        "python3", converter.string(), snapshot->string(), f.out, "--comment", made[0], "--comment",
+        made[1]};
     KEEL_ASSIGN_OR_RETURN(auto c, Subprocess::Spawn(conv));
     const ExitStatus cs = c->Wait();
     if (!cs.success()) {
