@@ -4,6 +4,7 @@
 // with its own CLI11 app: the same messages and exit codes as the top-level parser.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <iostream>
 #include <memory>
@@ -276,6 +277,12 @@ int RunMem(MemFlags* f) {
   argv.reserve(words.size());
   for (std::string& w : words) argv.push_back(w.data());
   int argc = static_cast<int>(argv.size());
+  const std::vector<std::string> known = {"replay", "generate", "record", "info"};
+  if (argc > 1 && !words[1].starts_with("-") &&
+      std::find(known.begin(), known.end(), words[1]) == known.end()) {
+    std::cerr << "keel mem: error: unknown command '" << words[1] << "'\n" << kMemHelp << "\n";
+    return kExitUsage;
+  }
   if (argc > 1 && words[1] == "record") {
     bool separator = false;
     const int start =
