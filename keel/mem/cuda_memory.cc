@@ -166,8 +166,8 @@ class CudaMemory final : public PhysicalMemory {
 
   Status ReleaseChunk(ChunkId chunk) override {
     MutexLock lock(&mu_);
-    KEEL_ASSIGN_OR_RETURN(uint64_t handle, ledger_.Payload(chunk));
     KEEL_ASSIGN_OR_RETURN(bool free_now, ledger_.Release(chunk));
+    KEEL_ASSIGN_OR_RETURN(uint64_t handle, ledger_.Payload(chunk, /*include_released=*/true));
     if (free_now) return ReleaseHandle(chunk, handle);
     return OkStatus();
   }

@@ -72,8 +72,8 @@ class HostMemory final : public PhysicalMemory {
 
   Status ReleaseChunk(ChunkId chunk) override {
     MutexLock lock(&mu_);
-    KEEL_ASSIGN_OR_RETURN(uint64_t slot, ledger_.Payload(chunk));
     KEEL_ASSIGN_OR_RETURN(bool free_now, ledger_.Release(chunk));
+    KEEL_ASSIGN_OR_RETURN(uint64_t slot, ledger_.Payload(chunk, /*include_released=*/true));
     if (free_now) return FreeSlot(chunk, slot);
     return OkStatus();
   }
