@@ -15,6 +15,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 class CachingTest : public ::testing::Test {
  protected:
   void Make(uint64_t capacity, AllocatorOptions o = {}) {
+    alloc_.reset();  // before the backend it borrows
     auto m = MakeSimulatedMemory({.chunk_bytes = 2 * kMiB, .capacity_bytes = capacity});
     ASSERT_TRUE(m.ok());
     backend_ = std::move(*m);

@@ -14,6 +14,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 class ExpandableTest : public ::testing::Test {
  protected:
   void Make(uint64_t capacity) {
+    alloc_.reset();  // before the backend it borrows
     auto m = MakeSimulatedMemory({.chunk_bytes = 2 * kMiB, .capacity_bytes = capacity});
     ASSERT_TRUE(m.ok());
     backend_ = std::move(*m);
