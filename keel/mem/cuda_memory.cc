@@ -135,7 +135,12 @@ class CudaMemory final : public PhysicalMemory {
  public:
   CudaMemory(const DriverApi& api, CUdevice device, CUcontext ctx, uint64_t granularity,
              uint64_t capacity)
-      : api_(api), device_(device), ctx_(ctx), ledger_(granularity, capacity) {
+      : api_(api),
+        device_(device),
+        ctx_(ctx),
+        granularity_(granularity),
+        capacity_(capacity / granularity * granularity),
+        ledger_(granularity, capacity) {
     prop_.type = kMemAllocationTypePinned;
     prop_.location = {kMemLocationTypeDevice, device};
   }
@@ -151,8 +156,8 @@ class CudaMemory final : public PhysicalMemory {
   }
 
   std::string_view name() const override { return "cuda"; }
-  uint64_t granularity() const override { return ledger_.granularity(); }
-  uint64_t capacity() const override { return ledger_.capacity(); }
+  uint64_t granularity() const override { return granularity_; }
+  uint64_t capacity() const override { return capacity_; }
 
   StatusOr<ChunkId> CreateChunk() override {
     MutexLock lock(&mu_);
@@ -237,6 +242,7 @@ class CudaMemory final : public PhysicalMemory {
   const CUdevice device_;
   const CUcontext ctx_;
   CUmemAllocationProp prop_{};
+  const uint64_t granularity_, capacity_;  // immutable: read without mu_
   mutable Mutex mu_;
   internal::BackendLedger ledger_ KEEL_GUARDED_BY(mu_);
 };

@@ -34,8 +34,10 @@ void StitchingAllocator::Reclassify(Stitched* s) {
 }
 
 bool StitchingAllocator::AllChunksFree(const Stitched* s) const {
-  return std::none_of(s->chunks.begin(), s->chunks.end(),
-                      [this](ChunkId c) { return chunks_.at(c).used; });
+  for (ChunkId c : s->chunks) {
+    if (chunks_.at(c).used) return false;
+  }
+  return true;
 }
 
 Stitched* StitchingAllocator::BestFitStitched(int stream, uint64_t size) const {
