@@ -229,6 +229,7 @@ TEST_P(AllocatorInvariantsTest, ResetPeaksDropsPeaksToCurrent) {
 
 TEST_P(AllocatorInvariantsTest, ConcurrentCallersOnTheirOwnStreams) {
   std::vector<std::thread> threads;
+  threads.reserve(4);
   std::vector<int> failures(4, 0);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
