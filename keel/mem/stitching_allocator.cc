@@ -122,10 +122,7 @@ StatusOr<Allocation> StitchingAllocator::NewLargeSegment(uint64_t size, uint64_t
   const uint64_t seg_bytes = RoundUp(size < kMinLargeAlloc ? kLargeBuffer : size, unit_);
   KEEL_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
                         NewSegment(seg_bytes, stream, /*small=*/false));
-  for (size_t i = 0; i < seg->chunks.size(); ++i) {
-    chunks_[seg->chunks[i]] =
-        ChunkState{.segment = seg.get(), .primary = seg->base + i * granularity_};
-  }
+  seg_chunks_[seg.get()].chunks.resize(seg->chunks.size());
   Block* b = seg->blocks.begin()->second.get();
   segments_.emplace(seg->base, std::move(seg));
   large_pool_.Insert(b);
@@ -203,15 +200,18 @@ void StitchingAllocator::ReleaseCached() {
 }
 
 bool StitchingAllocator::ReleaseLargeSegment(Segment* seg) {
+  auto sc = seg_chunks_.find(seg);
   std::set<Stitched*> views;
-  for (ChunkId c : seg->chunks) {
-    for (Stitched* s : chunks_[c].views) {
-      if (s->state == Stitched::State::kActive) return false;
-      views.insert(s);
+  if (sc != seg_chunks_.end()) {
+    for (const ChunkState& cs : sc->second.chunks) {
+      for (Stitched* s : cs.views) {
+        if (s->state == Stitched::State::kActive) return false;
+        views.insert(s);
+      }
     }
   }
   for (Stitched* s : views) DestroyStitched(s);
-  for (ChunkId c : seg->chunks) chunks_.erase(c);
+  seg_chunks_.erase(seg);
   large_pool_.Erase(seg->blocks.begin()->second.get());
   return true;
 }
