@@ -207,7 +207,8 @@ TEST_P(AllocatorInvariantsTest, OutOfMemoryNamesTheNumbersAndWhatToChange) {
     }
   }
   ASSERT_EQ(oom.code(), StatusCode::kResourceExhausted);
-  for (const char* word : {"16.0 MiB", "active", "reserved", "capacity 96.0 MiB", "raise"}) {
+  for (const char* word :
+       {"requested 16.0 MiB", "active", "reserved", "cached", "capacity 96.0 MiB", "raise"}) {
     EXPECT_NE(oom.message().find(word), std::string::npos) << word << " in: " << oom.message();
   }
   for (void* p : held) ASSERT_TRUE(alloc_->Free(p).ok());

@@ -147,11 +147,11 @@ class CudaMemory final : public PhysicalMemory {
 
   ~CudaMemory() override {
     MutexLock lock(&mu_);
+    // Tear down whatever the allocator above left: mappings, ranges, then handles.
     api_.ctx_set_current(ctx_);
-    for (const auto& [base, bytes] : ledger_.reservations()) {
-      api_.mem_unmap(base, bytes);
-      api_.address_free(base, bytes);
-    }
+    for (const auto& [address, chunk] : ledger_.mappings()) api_.mem_unmap(address, granularity_);
+    for (const auto& [base, bytes] : ledger_.reservations()) api_.address_free(base, bytes);
+    for (uint64_t handle : ledger_.LivePayloads()) api_.mem_release(handle);
     api_.primary_ctx_release(device_);
   }
 

@@ -12,7 +12,11 @@
 //   5. a stitch again (the first one for defrag_level 1), GC allowed;
 //   6. releasing every entirely free cached segment and retrying 4, then a last stitch;
 //   7. out of memory.
-// Stitched blocks add no reserved bytes: they map chunks their primaries already hold.
+// Stitched blocks add no reserved bytes: they map chunks their primaries already hold. As in
+// GMLake, stats.segment_count counts the stitched blocks (active or cached) with the segments.
+// Not done: GMLake's reAlloc=1 (allocate only the shortfall, then stitch) and its GC-and-retry
+// when creating a segment fails; the latter only helps where the driver runs out of mappings,
+// which neither the host nor the simulated backend model.
 #include "keel/mem/stitching_allocator.h"
 
 #include <algorithm>
