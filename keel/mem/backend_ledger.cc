@@ -132,6 +132,13 @@ bool BackendLedger::RemoveMapping(uintptr_t address) {
   return --chunk.mappings == 0 && chunk.released;
 }
 
+std::vector<uint64_t> BackendLedger::LivePayloads() const {
+  std::vector<uint64_t> out;
+  out.reserve(chunks_.size());
+  for (const auto& [id, chunk] : chunks_) out.push_back(chunk.payload);
+  return out;
+}
+
 std::string FormatBytes(uint64_t bytes) {
   char buf[64];
   if (bytes < (1u << 10)) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <unordered_map>
+#include <vector>
 
 #include "keel/common/status.h"
 #include "keel/mem/physical_memory.h"
@@ -51,8 +52,11 @@ class BackendLedger {
   // the backend frees it now and calls DropChunk.
   bool RemoveMapping(uintptr_t address);
 
-  // Every reserved range (base -> bytes), for a backend's destructor.
+  // For a backend's destructor: every reserved range (base -> bytes), every mapping
+  // (address -> chunk) and the payload of every chunk not yet freed.
   const std::map<uintptr_t, uint64_t>& reservations() const { return reservations_; }
+  const std::map<uintptr_t, ChunkId>& mappings() const { return mappings_; }
+  std::vector<uint64_t> LivePayloads() const;
 
  private:
   struct Chunk {

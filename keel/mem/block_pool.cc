@@ -204,12 +204,14 @@ Status CheckRequest(uint64_t bytes, int stream) {
 Status OutOfMemory(std::string_view policy, uint64_t bytes, uint64_t rounded, int stream,
                    const AllocatorStats& stats, const PhysicalMemory& backend,
                    std::string_view advice) {
+  const uint64_t cached = stats.reserved_bytes - std::min(stats.reserved_bytes, stats.active_bytes);
   return ResourceExhaustedError(
-      std::string(policy) + " allocator out of memory: tried to allocate " + FormatBytes(bytes) +
+      std::string(policy) + " allocator out of memory: requested " + FormatBytes(bytes) +
       " (rounded to " + FormatBytes(rounded) + ") on stream " + std::to_string(stream) +
       "; active " + FormatBytes(stats.active_bytes) + ", reserved " +
-      FormatBytes(stats.reserved_bytes) + ", capacity " + FormatBytes(backend.capacity()) + " (" +
-      std::string(backend.name()) + " backend). " + std::string(advice));
+      FormatBytes(stats.reserved_bytes) + " (" + FormatBytes(cached) +
+      " of it cached but unusable for this request), capacity " + FormatBytes(backend.capacity()) +
+      " (" + std::string(backend.name()) + " backend). " + std::string(advice));
 }
 
 Status UnknownPointer(std::string_view policy, const void* ptr) {

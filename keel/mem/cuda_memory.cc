@@ -135,24 +135,29 @@ class CudaMemory final : public PhysicalMemory {
  public:
   CudaMemory(const DriverApi& api, CUdevice device, CUcontext ctx, uint64_t granularity,
              uint64_t capacity)
-      : api_(api), device_(device), ctx_(ctx), ledger_(granularity, capacity) {
+      : api_(api),
+        device_(device),
+        ctx_(ctx),
+        granularity_(granularity),
+        capacity_(capacity / granularity * granularity),
+        ledger_(granularity, capacity) {
     prop_.type = kMemAllocationTypePinned;
     prop_.location = {kMemLocationTypeDevice, device};
   }
 
   ~CudaMemory() override {
     MutexLock lock(&mu_);
+    // Tear down whatever the allocator above left: mappings, ranges, then handles.
     api_.ctx_set_current(ctx_);
-    for (const auto& [base, bytes] : ledger_.reservations()) {
-      api_.mem_unmap(base, bytes);
-      api_.address_free(base, bytes);
-    }
+    for (const auto& [address, chunk] : ledger_.mappings()) api_.mem_unmap(address, granularity_);
+    for (const auto& [base, bytes] : ledger_.reservations()) api_.address_free(base, bytes);
+    for (uint64_t handle : ledger_.LivePayloads()) api_.mem_release(handle);
     api_.primary_ctx_release(device_);
   }
 
   std::string_view name() const override { return "cuda"; }
-  uint64_t granularity() const override { return ledger_.granularity(); }
-  uint64_t capacity() const override { return ledger_.capacity(); }
+  uint64_t granularity() const override { return granularity_; }
+  uint64_t capacity() const override { return capacity_; }
 
   StatusOr<ChunkId> CreateChunk() override {
     MutexLock lock(&mu_);
@@ -166,8 +171,8 @@ class CudaMemory final : public PhysicalMemory {
 
   Status ReleaseChunk(ChunkId chunk) override {
     MutexLock lock(&mu_);
-    KEEL_ASSIGN_OR_RETURN(uint64_t handle, ledger_.Payload(chunk));
     KEEL_ASSIGN_OR_RETURN(bool free_now, ledger_.Release(chunk));
+    KEEL_ASSIGN_OR_RETURN(uint64_t handle, ledger_.Payload(chunk, /*include_released=*/true));
     if (free_now) return ReleaseHandle(chunk, handle);
     return OkStatus();
   }
@@ -237,6 +242,7 @@ class CudaMemory final : public PhysicalMemory {
   const CUdevice device_;
   const CUcontext ctx_;
   CUmemAllocationProp prop_{};
+  const uint64_t granularity_, capacity_;  // immutable: read without mu_
   mutable Mutex mu_;
   internal::BackendLedger ledger_ KEEL_GUARDED_BY(mu_);
 };

@@ -33,7 +33,10 @@ namespace {
 class HostMemory final : public PhysicalMemory {
  public:
   HostMemory(int fd, uint64_t granularity, uint64_t capacity)
-      : fd_(fd), ledger_(granularity, capacity) {}
+      : fd_(fd),
+        granularity_(granularity),
+        capacity_(capacity / granularity * granularity),
+        ledger_(granularity, capacity) {}
 
   ~HostMemory() override {
     MutexLock lock(&mu_);
@@ -44,8 +47,8 @@ class HostMemory final : public PhysicalMemory {
   }
 
   std::string_view name() const override { return "host"; }
-  uint64_t granularity() const override { return ledger_.granularity(); }
-  uint64_t capacity() const override { return ledger_.capacity(); }
+  uint64_t granularity() const override { return granularity_; }
+  uint64_t capacity() const override { return capacity_; }
 
   StatusOr<ChunkId> CreateChunk() override {
     MutexLock lock(&mu_);
@@ -72,8 +75,8 @@ class HostMemory final : public PhysicalMemory {
 
   Status ReleaseChunk(ChunkId chunk) override {
     MutexLock lock(&mu_);
-    KEEL_ASSIGN_OR_RETURN(uint64_t slot, ledger_.Payload(chunk));
     KEEL_ASSIGN_OR_RETURN(bool free_now, ledger_.Release(chunk));
+    KEEL_ASSIGN_OR_RETURN(uint64_t slot, ledger_.Payload(chunk, /*include_released=*/true));
     if (free_now) return FreeSlot(chunk, slot);
     return OkStatus();
   }
@@ -156,8 +159,9 @@ class HostMemory final : public PhysicalMemory {
     return OkStatus();
   }
 
-  mutable Mutex mu_;
   const int fd_;
+  const uint64_t granularity_, capacity_;  // immutable: read without mu_
+  mutable Mutex mu_;
   internal::BackendLedger ledger_ KEEL_GUARDED_BY(mu_);
   uint64_t next_slot_ KEEL_GUARDED_BY(mu_) = 0;
   std::vector<uint64_t> free_slots_ KEEL_GUARDED_BY(mu_);

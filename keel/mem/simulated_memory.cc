@@ -23,11 +23,14 @@ constexpr uintptr_t kFirstAddress = uintptr_t{1} << 40;
 class SimulatedMemory final : public PhysicalMemory {
  public:
   SimulatedMemory(uint64_t granularity, uint64_t capacity)
-      : ledger_(granularity, capacity), next_address_(kFirstAddress) {}
+      : granularity_(granularity),
+        capacity_(capacity / granularity * granularity),
+        ledger_(granularity, capacity),
+        next_address_(kFirstAddress) {}
 
   std::string_view name() const override { return "simulated"; }
-  uint64_t granularity() const override { return ledger_.granularity(); }
-  uint64_t capacity() const override { return ledger_.capacity(); }
+  uint64_t granularity() const override { return granularity_; }
+  uint64_t capacity() const override { return capacity_; }
 
   StatusOr<ChunkId> CreateChunk() override {
     MutexLock lock(&mu_);
@@ -78,6 +81,7 @@ class SimulatedMemory final : public PhysicalMemory {
   }
 
  private:
+  const uint64_t granularity_, capacity_;  // immutable: read without mu_
   mutable Mutex mu_;
   internal::BackendLedger ledger_ KEEL_GUARDED_BY(mu_);
   uintptr_t next_address_ KEEL_GUARDED_BY(mu_);

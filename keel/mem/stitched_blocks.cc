@@ -10,12 +10,13 @@ namespace keel::mem::internal {
 
 void StitchingAllocator::SetUsed(const Block* b, bool used) {
   const Segment* seg = b->segment;
+  SegmentChunks& sc = seg_chunks_.at(seg);
   const size_t first = (b->addr - seg->base) / granularity_;
   const size_t n = b->size / granularity_;
+  for (size_t i = first; i < first + n; ++i) sc.chunks[i].used = used;
+  if (sc.views == 0) return;  // no stitched block maps this segment
   for (size_t i = first; i < first + n; ++i) {
-    ChunkState& cs = chunks_[seg->chunks[i]];
-    cs.used = used;
-    for (Stitched* s : cs.views) Reclassify(s);
+    for (Stitched* s : sc.chunks[i].views) Reclassify(s);
   }
 }
 
@@ -34,8 +35,10 @@ void StitchingAllocator::Reclassify(Stitched* s) {
 }
 
 bool StitchingAllocator::AllChunksFree(const Stitched* s) const {
-  return std::none_of(s->chunks.begin(), s->chunks.end(),
-                      [this](ChunkId c) { return chunks_.at(c).used; });
+  for (const ChunkRef& c : s->chunks) {
+    if (c.state().used) return false;
+  }
+  return true;
 }
 
 Stitched* StitchingAllocator::BestFitStitched(int stream, uint64_t size) const {
@@ -67,16 +70,14 @@ StatusOr<Allocation> StitchingAllocator::ReuseStitched(Stitched* s, uint64_t siz
 Status StitchingAllocator::ClaimChunks(Stitched* s, size_t n) {
   size_t i = 0;
   while (i < n) {
-    const ChunkState& head = chunks_.at(s->chunks[i]);
+    const ChunkRef& head = s->chunks[i];
     size_t j = i + 1;
-    while (j < n) {
-      const ChunkState& cs = chunks_.at(s->chunks[j]);
-      if (cs.segment != head.segment || cs.primary != head.primary + (j - i) * granularity_) {
-        break;
-      }
+    while (j < n && s->chunks[j].segment == head.segment &&
+           s->chunks[j].index == head.index + (j - i)) {
       ++j;
     }
-    KEEL_RETURN_IF_ERROR(Carve(head.segment, head.primary, (j - i) * granularity_, s));
+    const uintptr_t primary = head.segment->base + head.index * granularity_;
+    KEEL_RETURN_IF_ERROR(Carve(head.segment, primary, (j - i) * granularity_, s));
     i = j;
   }
   return OkStatus();
@@ -127,12 +128,13 @@ std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t 
     GarbageCollect(0, 1);
     stitched_since_gc_ = 0;
   }
-  std::vector<ChunkId> chunks;
-  for (const Block* b : picked) {
+  std::vector<ChunkRef> chunks;
+  for (Block* b : picked) {
+    SegmentChunks* sc = &seg_chunks_.at(b->segment);
     const size_t first = (b->addr - b->segment->base) / granularity_;
     for (size_t i = first;
          i < first + b->size / granularity_ && chunks.size() * granularity_ < size; ++i) {
-      chunks.push_back(b->segment->chunks[i]);
+      chunks.push_back(ChunkRef{b->segment, sc, static_cast<uint32_t>(i)});
     }
   }
   StatusOr<uintptr_t> base = MapStitched(chunks, size, attempt);
@@ -144,7 +146,10 @@ std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t 
   s->stream = stream;
   s->chunks = std::move(chunks);
   stitched_.emplace(s->base, std::move(owned));
-  for (ChunkId c : s->chunks) chunks_.at(c).views.push_back(s);
+  for (const ChunkRef& c : s->chunks) {
+    c.state().views.push_back(s);
+    ++c.states->views;
+  }
   if (!ClaimChunks(s, s->chunks.size()).ok()) return std::nullopt;  // cannot happen
   s->active_bytes = size;
   s->requested = bytes;
@@ -159,7 +164,7 @@ std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t 
 
 // Reserves `size` bytes and maps `chunks` over them in order; on failure undoes it, collects
 // free sBlocks (their ranges and mappings are what runs out) and tries once more.
-StatusOr<uintptr_t> StitchingAllocator::MapStitched(const std::vector<ChunkId>& chunks,
+StatusOr<uintptr_t> StitchingAllocator::MapStitched(const std::vector<ChunkRef>& chunks,
                                                     uint64_t size, int attempt) {
   Status last;
   for (int round = 0; round < 2; ++round) {
@@ -171,7 +176,7 @@ StatusOr<uintptr_t> StitchingAllocator::MapStitched(const std::vector<ChunkId>& 
     }
     size_t mapped = 0;
     for (; mapped < chunks.size(); ++mapped) {
-      last = backend_->Map(*base + mapped * granularity_, chunks[mapped]);
+      last = backend_->Map(*base + mapped * granularity_, chunks[mapped].id());
       if (!last.ok()) break;
       ++stats_.map_count;
     }
@@ -234,8 +239,9 @@ void StitchingAllocator::DestroyStitched(Stitched* s) {
   for (size_t i = 0; i < s->chunks.size(); ++i) {
     (void)backend_->Unmap(s->base + i * granularity_);
     ++stats_.unmap_count;
-    std::vector<Stitched*>& views = chunks_.at(s->chunks[i]).views;
+    std::vector<Stitched*>& views = s->chunks[i].state().views;
     views.erase(std::remove(views.begin(), views.end(), s), views.end());
+    --s->chunks[i].states->views;
   }
   (void)backend_->Free(s->base, s->size);
   intact_.erase(s);

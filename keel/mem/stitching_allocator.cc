@@ -12,7 +12,11 @@
 //   5. a stitch again (the first one for defrag_level 1), GC allowed;
 //   6. releasing every entirely free cached segment and retrying 4, then a last stitch;
 //   7. out of memory.
-// Stitched blocks add no reserved bytes: they map chunks their primaries already hold.
+// Stitched blocks add no reserved bytes: they map chunks their primaries already hold. As in
+// GMLake, stats.segment_count counts the stitched blocks (active or cached) with the segments.
+// Not done: GMLake's reAlloc=1 (allocate only the shortfall, then stitch) and its GC-and-retry
+// when creating a segment fails; the latter only helps where the driver runs out of mappings,
+// which neither the host nor the simulated backend model.
 #include "keel/mem/stitching_allocator.h"
 
 #include <algorithm>
@@ -122,10 +126,7 @@ StatusOr<Allocation> StitchingAllocator::NewLargeSegment(uint64_t size, uint64_t
   const uint64_t seg_bytes = RoundUp(size < kMinLargeAlloc ? kLargeBuffer : size, unit_);
   KEEL_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
                         NewSegment(seg_bytes, stream, /*small=*/false));
-  for (size_t i = 0; i < seg->chunks.size(); ++i) {
-    chunks_[seg->chunks[i]] =
-        ChunkState{.segment = seg.get(), .primary = seg->base + i * granularity_};
-  }
+  seg_chunks_[seg.get()].chunks.resize(seg->chunks.size());
   Block* b = seg->blocks.begin()->second.get();
   segments_.emplace(seg->base, std::move(seg));
   large_pool_.Insert(b);
@@ -203,15 +204,18 @@ void StitchingAllocator::ReleaseCached() {
 }
 
 bool StitchingAllocator::ReleaseLargeSegment(Segment* seg) {
+  auto sc = seg_chunks_.find(seg);
   std::set<Stitched*> views;
-  for (ChunkId c : seg->chunks) {
-    for (Stitched* s : chunks_[c].views) {
-      if (s->state == Stitched::State::kActive) return false;
-      views.insert(s);
+  if (sc != seg_chunks_.end()) {
+    for (const ChunkState& cs : sc->second.chunks) {
+      for (Stitched* s : cs.views) {
+        if (s->state == Stitched::State::kActive) return false;
+        views.insert(s);
+      }
     }
   }
   for (Stitched* s : views) DestroyStitched(s);
-  for (ChunkId c : seg->chunks) chunks_.erase(c);
+  seg_chunks_.erase(seg);
   large_pool_.Erase(seg->blocks.begin()->second.get());
   return true;
 }

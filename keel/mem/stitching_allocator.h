@@ -18,6 +18,32 @@
 
 namespace keel::mem::internal {
 
+struct Stitched;
+
+// A chunk of a large (primary) segment (Note [Per-chunk state]). `used` = some live block
+// covers it; `views` = the stitched blocks that also map it (GMLake's mapped_blocks minus the
+// primary entry).
+struct ChunkState {
+  bool used = false;
+  std::vector<Stitched*> views;
+};
+
+// The chunk states of one primary segment, by chunk index; `views` counts all their entries
+// so that segments no stitched block maps skip the per-chunk work.
+struct SegmentChunks {
+  std::vector<ChunkState> chunks;
+  size_t views = 0;
+};
+
+// One chunk as a stitched block sees it: which segment, which index there.
+struct ChunkRef {
+  Segment* segment = nullptr;
+  SegmentChunks* states = nullptr;  // owned by the allocator, stable while the segment lives
+  uint32_t index = 0;
+  ChunkState& state() const { return states->chunks[index]; }
+  ChunkId id() const { return segment->chunks[index]; }
+};
+
 // A stitched block (sBlock): a second virtual range mapping chunks that stay mapped in their
 // primary segments. While active, the primary blocks it uses are "pieces" claimed by it.
 struct Stitched {
@@ -25,7 +51,7 @@ struct Stitched {
   uintptr_t base = 0;
   uint64_t size = 0;
   int stream = 0;
-  std::vector<ChunkId> chunks;  // chunk i mapped at base + i * granularity
+  std::vector<ChunkRef> chunks;  // chunk i mapped at base + i * granularity
   State state = State::kActive;
   std::vector<Block*> pieces;  // claimed primary blocks while active
   uint64_t active_bytes = 0, requested = 0;
@@ -49,15 +75,6 @@ class StitchingAllocator final : public Allocator {
   std::string_view name() const override { return "stitching"; }
 
  private:
-  // A chunk of a large (primary) segment. `used` = some live block covers it; `views` = the
-  // stitched blocks that also map it (GMLake's mapped_blocks minus the primary entry).
-  struct ChunkState {
-    Segment* segment = nullptr;
-    uintptr_t primary = 0;  // its address in the primary segment
-    bool used = false;
-    std::vector<Stitched*> views;
-  };
-
   // stitching_allocator.cc
   StatusOr<Allocation> AllocateSmall(uint64_t bytes, int stream) KEEL_REQUIRES(mu_);
   StatusOr<Allocation> AllocateLarge(uint64_t bytes, int stream) KEEL_REQUIRES(mu_);
@@ -81,7 +98,7 @@ class StitchingAllocator final : public Allocator {
   Status Carve(Segment* seg, uintptr_t addr, uint64_t len, Stitched* s) KEEL_REQUIRES(mu_);
   std::optional<Allocation> TryStitch(uint64_t size, uint64_t bytes, int stream, int attempt)
       KEEL_REQUIRES(mu_);
-  StatusOr<uintptr_t> MapStitched(const std::vector<ChunkId>& chunks, uint64_t size, int attempt)
+  StatusOr<uintptr_t> MapStitched(const std::vector<ChunkRef>& chunks, uint64_t size, int attempt)
       KEEL_REQUIRES(mu_);
   void FreeStitched(Stitched* s) KEEL_REQUIRES(mu_);
   void GarbageCollect(uint64_t need, int attempt) KEEL_REQUIRES(mu_);
@@ -96,7 +113,8 @@ class StitchingAllocator final : public Allocator {
   std::unordered_map<uintptr_t, Block*> live_ KEEL_GUARDED_BY(mu_);  // primary allocations
   BlockPool small_pool_ KEEL_GUARDED_BY(mu_);
   BlockPool large_pool_ KEEL_GUARDED_BY(mu_);
-  std::unordered_map<ChunkId, ChunkState> chunks_ KEEL_GUARDED_BY(mu_);
+  // Node-based: SegmentChunks addresses stay valid as the map grows (ChunkRef holds them).
+  std::unordered_map<const Segment*, SegmentChunks> seg_chunks_ KEEL_GUARDED_BY(mu_);
   std::map<uintptr_t, std::unique_ptr<Stitched>> stitched_ KEEL_GUARDED_BY(mu_);
   std::set<Stitched*, StitchedOrder> intact_ KEEL_GUARDED_BY(mu_);  // free, all chunks free
   std::set<Stitched*> fragmented_ KEEL_GUARDED_BY(mu_);  // free, some chunk in use elsewhere
