@@ -124,7 +124,7 @@ TEST(TraceTest, WriterRefusesInvalidEventsAndComments) {
   EXPECT_FALSE(WriteTrace(t, TempPath("bad.trace")).ok());
   EXPECT_FALSE(std::filesystem::exists(TempPath("bad.trace")));
   Trace c = Sample();
-  c.comments.push_back("two\nlines");
+  c.comments.emplace_back("two\nlines");
   EXPECT_FALSE(FormatTrace(c).ok());
 }
 
@@ -163,7 +163,7 @@ TEST(TraceTest, RandomMutationsNeverCrash) {
   auto base = FormatTrace(Sample());
   ASSERT_TRUE(base.ok());
   std::mt19937_64 rng(1234);
-  const std::string alphabet = "af# \n\t0123456789-x\r\0";
+  const std::string alphabet("af# \n\t0123456789-x\r\0", 20);
   int errors = 0;
   for (int iter = 0; iter < 20000; ++iter) {
     std::string s = *base;
