@@ -116,3 +116,14 @@ def test_bad_input_exits_non_zero_with_a_message(keel_bin, tmp_path, args, code,
     r = keel(keel_bin, *[a.format(**fill) for a in args])
     assert r.returncode == code, (r.stdout, r.stderr)
     assert message in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("trace", sorted((ROOT / "bench" / "traces").glob("*.trace.gz")),
+                         ids=lambda p: p.name)
+def test_committed_traces_parse_and_replay(keel_bin, trace):
+    info = keel(keel_bin, "info", trace)
+    assert info.returncode == 0, info.stderr
+    assert "# command: /usr/bin/python3" in info.stdout
+    r = keel(keel_bin, "replay", trace, "--compare", "--json")
+    assert r.returncode == 0, r.stderr
+    assert all(x["oom_count"] == 0 for x in json.loads(r.stdout)["results"])
