@@ -127,3 +127,12 @@ def test_committed_traces_parse_and_replay(keel_bin, trace):
     r = keel(keel_bin, "replay", trace, "--compare", "--json")
     assert r.returncode == 0, r.stderr
     assert all(x["oom_count"] == 0 for x in json.loads(r.stdout)["results"])
+
+
+def test_record_through_a_shell_keeps_the_program_that_allocated(keel_bin, tmp_path):
+    out = tmp_path / "sh.trace.gz"
+    r = keel(keel_bin, "record", "-o", out, "--", "/bin/sh", "-c",
+             f"{sys.executable} {TINY} && true")
+    assert r.returncode == 0, r.stderr
+    _, evs, _ = events(out)
+    assert any(int(l.split()[3]) == 1536 * 1024 * 4 for l in evs if l[0] == "a")
