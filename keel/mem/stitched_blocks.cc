@@ -2,6 +2,7 @@
 // mapping, reusing cached sBlocks, the per-chunk used flags (Note [Per-chunk state]) and the
 // garbage collection of sBlock virtual ranges.
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "keel/mem/stitching_allocator.h"
@@ -114,9 +115,11 @@ std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t 
   if (size < options_.frag_limit_bytes) return std::nullopt;
   std::vector<Block*> picked;
   uint64_t sum = 0;
-  Block key;
-  key.stream = stream + 1;
-  for (auto it = large_pool_.blocks().lower_bound(&key);
+  Block key;  // sorts after every block of `stream`
+  key.stream = stream;
+  key.size = UINT64_MAX;
+  key.addr = UINTPTR_MAX;
+  for (auto it = large_pool_.blocks().upper_bound(&key);
        it != large_pool_.blocks().begin() && sum < size;) {
     Block* b = *--it;
     if (b->stream != stream) break;

@@ -3,6 +3,7 @@
 // that a stitched block really aliases its primaries' memory.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cstring>
 
 #include "keel/mem/allocator.h"
@@ -119,6 +120,14 @@ TEST_F(StitchingTest, OnlyTheRequestsStreamsBlocksAreStitched) {
   EXPECT_EQ(Stats().stitch_count, 0u);
   EXPECT_EQ(Stats().reserved_bytes, 1200 * kMiB);
   Free(c);
+}
+
+TEST_F(StitchingTest, TheHighestStreamNumberWorks) {
+  Make(2ull << 30);
+  TwoFreeBlocks(/*stream=*/INT_MAX);
+  Allocation s = Alloc(600 * kMiB, INT_MAX);
+  EXPECT_EQ(Stats().stitch_count, 1u);
+  Free(s);
 }
 
 TEST_F(StitchingTest, DefragLevelOneStitchesOnlyWhenNewMemoryFails) {
