@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "keel/mem/physical_memory.h"
@@ -38,17 +39,21 @@ bool Holds(const void* p, uint64_t n, unsigned char v) {
   return true;
 }
 
-class AllocatorInvariantsTest : public ::testing::TestWithParam<std::string> {
+// (policy, backend chunk bytes): 2 MiB chunks as on GPUs, and 512 KiB chunks so that one
+// 2 MiB stitching unit spans several chunks.
+class AllocatorInvariantsTest : public ::testing::TestWithParam<std::tuple<std::string, uint64_t>> {
  protected:
+  static std::string Policy() { return std::get<0>(GetParam()); }
+
   void SetUp() override {
-    auto m = MakeHostMemory({.chunk_bytes = 2 * kMiB, .capacity_bytes = 96 * kMiB});
+    auto m = MakeHostMemory({.chunk_bytes = std::get<1>(GetParam()), .capacity_bytes = 96 * kMiB});
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     backend_ = std::move(*m);
     AllocatorOptions o;
     o.frag_limit_bytes = 6 * kMiB;  // let the small sizes below be stitched
     o.auto_gc_bytes = 256 * kMiB;
     o.expandable_page_bytes = 4 * kMiB;
-    auto a = MakeAllocator(GetParam(), backend_.get(), o);
+    auto a = MakeAllocator(Policy(), backend_.get(), o);
     ASSERT_TRUE(a.ok()) << a.status().ToString();
     alloc_ = std::move(*a);
   }
@@ -133,7 +138,7 @@ class AllocatorInvariantsTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(AllocatorInvariantsTest, RandomAllocFreeKeepsBlocksDisjointAndStatsExact) {
-  std::mt19937_64 rng(0x5eed + GetParam().size());
+  std::mt19937_64 rng(0x5eed + Policy().size() + std::get<1>(GetParam()));
   for (int step = 0; step < 700; ++step) {
     // Drift up to about two thirds of the capacity, then hover there (some OOMs on purpose).
     const uint64_t pct = alloc_->stats().active_bytes < 64 * kMiB ? 60 : 35;
@@ -163,7 +168,7 @@ TEST_P(AllocatorInvariantsTest, RandomAllocFreeKeepsBlocksDisjointAndStatsExact)
   RecordProperty("ooms", ooms_);
   RecordProperty("stitches", static_cast<int>(s.stitch_count));
   RecordProperty("stitched_reuses", static_cast<int>(s.stitched_reuse_count));
-  if (GetParam() == "stitching") {
+  if (Policy() == "stitching") {
     EXPECT_GT(s.stitch_count, 0u) << "the run never stitched";
     EXPECT_GT(s.stitched_reuse_count, 0u) << "the run never reused a stitched block";
   }
@@ -195,7 +200,7 @@ TEST_P(AllocatorInvariantsTest, BadRequestsAreErrorsAndTheAllocatorStaysUsable) 
   EXPECT_EQ(s.alloc_count, 2u);
   EXPECT_EQ(s.free_count, 2u);
   EXPECT_EQ(s.oom_count, 1u);
-  EXPECT_EQ(alloc_->name(), GetParam());
+  EXPECT_EQ(alloc_->name(), Policy());
 }
 
 TEST_P(AllocatorInvariantsTest, OutOfMemoryNamesTheNumbersAndWhatToChange) {
@@ -261,7 +266,8 @@ TEST_P(AllocatorInvariantsTest, ConcurrentCallersOnTheirOwnStreams) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, AllocatorInvariantsTest,
-                         ::testing::Values("caching", "expandable", "stitching"));
+                         ::testing::Combine(::testing::Values("caching", "expandable", "stitching"),
+                                            ::testing::Values(2 * kMiB, kMiB / 2)));
 
 TEST(MakeAllocatorTest, RejectsUnknownPoliciesBadOptionsAndNoBackend) {
   auto m = MakeSimulatedMemory({});
