@@ -14,10 +14,18 @@ void StitchingAllocator::SetUsed(const Block* b, bool used) {
   SegmentChunks& sc = seg_chunks_.at(seg);
   const size_t first = (b->addr - seg->base) / granularity_;
   const size_t n = b->size / granularity_;
-  for (size_t i = first; i < first + n; ++i) sc.chunks[i].used = used;
-  if (sc.views == 0) return;  // no stitched block maps this segment
+  if (sc.views == 0) {  // no stitched block maps this segment
+    for (size_t i = first; i < first + n; ++i) sc.chunks[i].used = used;
+    return;
+  }
   for (size_t i = first; i < first + n; ++i) {
-    for (Stitched* s : sc.chunks[i].views) Reclassify(s);
+    ChunkState& cs = sc.chunks[i];
+    if (cs.used == used) continue;
+    cs.used = used;
+    for (Stitched* s : cs.views) {
+      s->used_chunks = used ? s->used_chunks + 1 : s->used_chunks - 1;
+      Reclassify(s);
+    }
   }
 }
 
@@ -35,12 +43,7 @@ void StitchingAllocator::Reclassify(Stitched* s) {
   s->state = want;
 }
 
-bool StitchingAllocator::AllChunksFree(const Stitched* s) const {
-  for (const ChunkRef& c : s->chunks) {
-    if (c.state().used) return false;
-  }
-  return true;
-}
+bool StitchingAllocator::AllChunksFree(const Stitched* s) const { return s->used_chunks == 0; }
 
 Stitched* StitchingAllocator::BestFitStitched(int stream, uint64_t size) const {
   Stitched key;
