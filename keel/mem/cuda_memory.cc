@@ -266,7 +266,11 @@ StatusOr<std::unique_ptr<PhysicalMemory>> MakeCudaMemory(const CudaMemoryOptions
   const StatusOr<DriverApi>& loaded = Api();
   if (!loaded.ok()) return loaded.status();
   const DriverApi& api = *loaded;
-  KEEL_RETURN_IF_ERROR(Check(api, api.init(0), "cuInit (no usable GPU?)"));
+  // A driver without a usable GPU (CUDA_ERROR_NO_DEVICE and the like) fails here: that is
+  // "unavailable", like a missing driver, not an internal error.
+  if (Status s = Check(api, api.init(0), "cuInit"); !s.ok()) {
+    return UnavailableError(s.message() + " (no usable GPU on this machine?)");
+  }
   int count = 0;
   KEEL_RETURN_IF_ERROR(Check(api, api.device_get_count(&count), "cuDeviceGetCount"));
   if (options.device < 0 || options.device >= count) {

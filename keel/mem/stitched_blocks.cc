@@ -2,6 +2,7 @@
 // mapping, reusing cached sBlocks, the per-chunk used flags (Note [Per-chunk state]) and the
 // garbage collection of sBlock virtual ranges.
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "keel/mem/stitching_allocator.h"
@@ -13,10 +14,18 @@ void StitchingAllocator::SetUsed(const Block* b, bool used) {
   SegmentChunks& sc = seg_chunks_.at(seg);
   const size_t first = (b->addr - seg->base) / granularity_;
   const size_t n = b->size / granularity_;
-  for (size_t i = first; i < first + n; ++i) sc.chunks[i].used = used;
-  if (sc.views == 0) return;  // no stitched block maps this segment
+  if (sc.views == 0) {  // no stitched block maps this segment
+    for (size_t i = first; i < first + n; ++i) sc.chunks[i].used = used;
+    return;
+  }
   for (size_t i = first; i < first + n; ++i) {
-    for (Stitched* s : sc.chunks[i].views) Reclassify(s);
+    ChunkState& cs = sc.chunks[i];
+    if (cs.used == used) continue;
+    cs.used = used;
+    for (Stitched* s : cs.views) {
+      s->used_chunks = used ? s->used_chunks + 1 : s->used_chunks - 1;
+      Reclassify(s);
+    }
   }
 }
 
@@ -34,12 +43,7 @@ void StitchingAllocator::Reclassify(Stitched* s) {
   s->state = want;
 }
 
-bool StitchingAllocator::AllChunksFree(const Stitched* s) const {
-  for (const ChunkRef& c : s->chunks) {
-    if (c.state().used) return false;
-  }
-  return true;
-}
+bool StitchingAllocator::AllChunksFree(const Stitched* s) const { return s->used_chunks == 0; }
 
 Stitched* StitchingAllocator::BestFitStitched(int stream, uint64_t size) const {
   Stitched key;
@@ -114,9 +118,11 @@ std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t 
   if (size < options_.frag_limit_bytes) return std::nullopt;
   std::vector<Block*> picked;
   uint64_t sum = 0;
-  Block key;
-  key.stream = stream + 1;
-  for (auto it = large_pool_.blocks().lower_bound(&key);
+  Block key;  // sorts after every block of `stream`
+  key.stream = stream;
+  key.size = UINT64_MAX;
+  key.addr = UINTPTR_MAX;
+  for (auto it = large_pool_.blocks().upper_bound(&key);
        it != large_pool_.blocks().begin() && sum < size;) {
     Block* b = *--it;
     if (b->stream != stream) break;

@@ -55,7 +55,8 @@ struct Stitched {
   State state = State::kActive;
   std::vector<Block*> pieces;  // claimed primary blocks while active
   uint64_t active_bytes = 0, requested = 0;
-  uint64_t last_use = 0;  // LRU tick
+  uint64_t last_use = 0;   // LRU tick
+  size_t used_chunks = 0;  // of `chunks`, how many are used (0 = intact when free)
 };
 
 struct StitchedOrder {

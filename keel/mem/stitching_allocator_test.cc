@@ -3,7 +3,10 @@
 // that a stitched block really aliases its primaries' memory.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "keel/mem/allocator.h"
 #include "keel/mem/physical_memory.h"
@@ -119,6 +122,14 @@ TEST_F(StitchingTest, OnlyTheRequestsStreamsBlocksAreStitched) {
   EXPECT_EQ(Stats().stitch_count, 0u);
   EXPECT_EQ(Stats().reserved_bytes, 1200 * kMiB);
   Free(c);
+}
+
+TEST_F(StitchingTest, TheHighestStreamNumberWorks) {
+  Make(2ull << 30);
+  TwoFreeBlocks(/*stream=*/INT_MAX);
+  Allocation s = Alloc(600 * kMiB, INT_MAX);
+  EXPECT_EQ(Stats().stitch_count, 1u);
+  Free(s);
 }
 
 TEST_F(StitchingTest, DefragLevelOneStitchesOnlyWhenNewMemoryFails) {
@@ -266,6 +277,51 @@ TEST(StitchingHostTest, AStitchedBlockAliasesItsPrimaries) {
   al.EmptyCache();
   EXPECT_EQ(al.stats().reserved_bytes, 0u);
   EXPECT_EQ((*m)->counters().chunks_live, 0u);
+}
+
+}  // namespace
+}  // namespace keel::mem
+
+namespace keel::mem {
+namespace {
+
+// The case GMLake exists for: every segment half free, no free block large enough. Caching
+// and expandable have nothing to release and fail; stitching serves the request from the
+// scattered halves without one more byte reserved.
+TEST(PolicyComparisonTest, StitchingServesWhatFragmentationStrandsForTheOthers) {
+  for (const char* policy : {"caching", "expandable", "stitching"}) {
+    SCOPED_TRACE(policy);
+    auto m = MakeSimulatedMemory({.chunk_bytes = 2 * kMiB, .capacity_bytes = 200 * kMiB});
+    ASSERT_TRUE(m.ok());
+    AllocatorOptions o;
+    o.frag_limit_bytes = 32 * kMiB;
+    o.expandable_page_bytes = 20 * kMiB;
+    auto alloc = MakeAllocator(policy, m->get(), o);
+    ASSERT_TRUE(alloc.ok());
+    Allocator& al = **alloc;
+    std::vector<void*> blocks;
+    // 20 x 9.5 MiB: caching puts two in each 20 MiB segment, expandable packs them into
+    // 20 MiB pages, stitching rounds them to 10 MiB segments of their own.
+    for (int i = 0; i < 20; ++i) {
+      StatusOr<Allocation> a = al.Allocate(9 * kMiB + kMiB / 2, 0);
+      ASSERT_TRUE(a.ok()) << a.status().ToString();
+      blocks.push_back(a->ptr);
+    }
+    ASSERT_EQ(al.stats().reserved_bytes, 200 * kMiB);
+    for (size_t i = 0; i < blocks.size(); i += 2) ASSERT_TRUE(al.Free(blocks[i]).ok());
+    StatusOr<Allocation> big = al.Allocate(60 * kMiB, 0);
+    if (std::string(policy) == "stitching") {
+      ASSERT_TRUE(big.ok()) << big.status().ToString();
+      EXPECT_EQ(al.stats().stitch_count, 1u);
+      EXPECT_EQ(al.stats().reserved_bytes, 200 * kMiB);
+      ASSERT_TRUE(al.Free(big->ptr).ok());
+    } else {
+      EXPECT_EQ(big.status().code(), StatusCode::kResourceExhausted);
+    }
+    for (size_t i = 1; i < blocks.size(); i += 2) ASSERT_TRUE(al.Free(blocks[i]).ok());
+    al.EmptyCache();
+    EXPECT_EQ(al.stats().reserved_bytes, 0u);
+  }
 }
 
 }  // namespace
