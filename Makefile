@@ -67,17 +67,18 @@ asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_FLAGS)
 
 # The concurrent code under ThreadSanitizer (clang): the embedding table and its SSD tier, the
-# inference compute pool.
+# inference compute pool, the memory allocators' concurrent callers.
 TSAN_BUILD ?= build-tsan
 TSAN_TESTS = keel_embed_table_test keel_embed_table_checkpoint_test keel_embed_ssd_store_test \
-  keel_infer_kernels_compute_pool_test
+  keel_infer_kernels_compute_pool_test keel_mem_allocator_test
 tsan: deps
 	@CC=clang CXX=clang++ cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DKEEL_SANITIZE=thread -DKEEL_WITH_PYTHON=OFF > $(TSAN_BUILD).configure.log \
 	  || { cat $(TSAN_BUILD).configure.log; exit 1; }
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target $(TSAN_TESTS)
 	cd $(TSAN_BUILD) && KEEL_SANITIZED=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	  ctest $(CTEST_FLAGS) -R '^(Table|TableCheckpoint|SsdStore[A-Za-z]*|ComputePool)\.'
+	  ctest $(CTEST_FLAGS) \
+	  -R '^(Table|TableCheckpoint|SsdStore[A-Za-z]*|ComputePool)\.|AllocatorInvariantsTest\.Concurrent'
 
 # libFuzzer on the GGUF reader (clang, ASan + UBSan) for FUZZ_SECONDS, then merge what it found
 # into the checked-in corpus that gguf_corpus_test replays on every build.
