@@ -42,12 +42,12 @@ struct AllocatorStats {
   uint64_t active_bytes = 0, peak_active_bytes = 0;
   uint64_t reserved_bytes = 0, peak_reserved_bytes = 0;
   uint64_t alloc_count = 0, free_count = 0;
-  uint64_t segment_count = 0;          // physical segments (caching), mapped pages (expandable)
-  uint64_t map_count = 0, unmap_count = 0;  // backend map/unmap calls
+  uint64_t segment_count = 0;  // physical segments (caching), mapped pages (expandable)
+  uint64_t map_count = 0, unmap_count = 0;        // backend map/unmap calls
   uint64_t stitch_count = 0, stitched_bytes = 0;  // stitching only
-  uint64_t stitched_reuse_count = 0;  // allocations served by a cached stitched block
-  uint64_t gc_count = 0;              // stitched-block garbage collections
-  uint64_t empty_cache_count = 0;     // internal "free the cache and retry" passes
+  uint64_t stitched_reuse_count = 0;              // allocations served by a cached stitched block
+  uint64_t gc_count = 0;                          // stitched-block garbage collections
+  uint64_t empty_cache_count = 0;                 // internal "free the cache and retry" passes
   uint64_t oom_count = 0;
   // peak_active / peak_reserved (1.0 when nothing was reserved).
   double utilization() const;
@@ -66,6 +66,16 @@ struct AllocatorOptions {
   uint64_t max_split_size_bytes = 0;
   // expandable: page size of the large pool (PyTorch: 20 MiB).
   uint64_t expandable_page_bytes = 20ull << 20;
+  // stitching: GMLake's reAlloc (paper S4). 1 = when no free block, cached stitched block or
+  // stitch covers a request >= frag_limit, create only the shortfall (the request minus the
+  // stream's free whole chunks) and stitch it with those free blocks; 0 = create a segment of
+  // the full request (GMLake's default). Applies with defrag_level 0 only (1 stitches nothing
+  // before creation fails). Default 1 (Note [Stitching defaults], docs/mem.md).
+  int realloc_level = 1;
+  // stitching: true = GMLake's rounding of every request > 1 MiB up to whole 2 MiB chunks;
+  // false = PyTorch's 512 B for primary blocks (stitched blocks are whole chunks either way).
+  // Default false (Note [Stitching defaults]).
+  bool chunk_rounding = false;
   Status Validate() const;
 };
 
@@ -93,8 +103,7 @@ class Allocator {
 
 // policy: "caching", "expandable" or "stitching"; anything else is InvalidArgument naming the
 // three. `backend` is borrowed.
-StatusOr<std::unique_ptr<Allocator>> MakeAllocator(std::string_view policy,
-                                                   PhysicalMemory* backend,
+StatusOr<std::unique_ptr<Allocator>> MakeAllocator(std::string_view policy, PhysicalMemory* backend,
                                                    const AllocatorOptions& options);
 
 }  // namespace keel::mem
