@@ -9,7 +9,8 @@
 //   expandable  PyTorch's expandable segments: one growing virtual range per (stream, pool),
 //               pages mapped at its end, whole empty pages unmapped on EmptyCache/OOM.
 //   stitching   GMLake: 2 MiB chunks; best fit -> cached stitched block -> stitch free blocks
-//               into a second mapping -> new segment -> free the cache and retry -> OOM.
+//               into a second mapping -> (reAlloc) create only the shortfall and stitch ->
+//               new segment -> free the cache and retry -> OOM.
 //
 //   auto backend = keel::mem::MakeSimulatedMemory({.capacity_bytes = 80_GiB});
 //   KEEL_ASSIGN_OR_RETURN(auto alloc, keel::mem::MakeAllocator("stitching", backend.get(), {}));

@@ -292,8 +292,8 @@ TEST_F(StitchingTest, ReallocCreatesOnlyTheShortfallAndStitchesIt) {
 // the large pool and stitched (Note [Lending free small segments]).
 TEST_F(StitchingTest, ReallocLendsEntirelyFreeSmallSegments) {
   Make(2ull << 30);
-  std::vector<Allocation> small;
-  for (int i = 0; i < 8; ++i) small.push_back(Alloc(512 * 1024));  // two 2 MiB segments
+  std::vector<Allocation> small(8);
+  for (Allocation& x : small) x = Alloc(512 * 1024);  // two 2 MiB segments
   for (const Allocation& x : small) Free(x);
   Allocation a = Alloc(300 * kMiB), b = Alloc(300 * kMiB);
   Free(a);
