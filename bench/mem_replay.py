@@ -1,8 +1,9 @@
 """Allocator comparison on every trace in bench/traces/ plus synthetic ones (docs/results/memory.md).
 
 Runs `keel mem replay --compare --json` on each trace (simulated backend: utilization and peak
-reserved of the three policies, plus stitching with a lower --frag-limit), then on the host
-backend (real memfd mappings) for the allocation latency of the cached and stitched paths.
+reserved of the three policies, plus stitching with a lower --frag-limit, with keel's defaults
+and with GMLake's own settings: --realloc-level 0 --chunk-rounding), then on the host backend
+(real memfd mappings) for the allocation latency of the cached and stitched paths.
 Prints markdown tables.
 
 Usage: /usr/bin/python3 bench/mem_replay.py [--keel build/tools/keel/keel] [--out-dir DIR]
@@ -55,11 +56,14 @@ def main():
     print("Simulated backend. Each cell: peak reserved MiB / utilization (peak active / peak "
           "reserved) / peak live requested / peak reserved")
     print("| trace | peak live MiB | caching | expandable | "
-          f"stitching | stitching --frag-limit {a.frag_limit} (stitches) |")
-    print("|---|---|---|---|---|---|")
+          f"stitching | stitching --frag-limit {a.frag_limit} (stitches) | "
+          f"GMLake settings --frag-limit {a.frag_limit} (stitches) |")
+    print("|---|---|---|---|---|---|---|")
     for t in traces:
         doc = replay(a.keel, t, "--compare")
         low = replay(a.keel, t, "--allocator", "stitching", "--frag-limit", a.frag_limit)
+        gml = replay(a.keel, t, "--allocator", "stitching", "--frag-limit", a.frag_limit,
+                     "--realloc-level", "0", "--chunk-rounding")
         live = doc["peak_live_bytes"]
 
         def cell(r):
@@ -67,8 +71,9 @@ def main():
                     f"{100 * live / r['peak_reserved_bytes']:.1f}%")
 
         cells = [cell(r) for r in doc["results"]]
-        lr = low["results"][0]
-        cells.append(f"{cell(lr)} ({lr['stitch_count']})")
+        for doc2 in (low, gml):
+            lr = doc2["results"][0]
+            cells.append(f"{cell(lr)} ({lr['stitch_count']})")
         print(f"| {t.name} | {mib(doc['peak_live_bytes'])} | " + " | ".join(cells) + " |")
 
     print("\nHost backend (memfd + mmap), Allocate latency in ns, median / p99 "

@@ -95,6 +95,7 @@ def test_generate_then_replay_with_an_oom(keel_bin, tmp_path):
     (["replay", "{trace}", "--capacity", "12X"], 2, "--capacity '12X' is not a size"),
     (["replay", "{trace}", "--capacity", "0"], 2, "--capacity must be greater than 0"),
     (["replay", "{trace}", "--compare", "--allocator", "caching"], 2, "excludes"),
+    (["replay", "{trace}", "--realloc-level", "2"], 2, "--realloc-level"),
     (["replay", "{bad}"], 1, "bad.trace:3: free of id 9, which is not live"),
     (["replay", "{trunc}"], 1, "truncated gzip"),
     (["generate", "{tmp}/g.trace", "--min-seq", "900", "--max-seq", "100"], 2, "sequence range"),
@@ -136,3 +137,20 @@ def test_record_through_a_shell_keeps_the_program_that_allocated(keel_bin, tmp_p
     assert r.returncode == 0, r.stderr
     _, evs, _ = events(out)
     assert any(int(l.split()[3]) == 1536 * 1024 * 4 for l in evs if l[0] == "a")
+
+
+def test_stitching_knobs_reach_the_allocator(keel_bin):
+    # keel's stitching defaults (reAlloc, 512 B pBlocks) against GMLake's own settings on a
+    # recorded trace, both stitching from 2 MiB: less reserved and fewer active bytes.
+    trace = ROOT / "bench" / "traces" / "gpt-varlen.trace.gz"
+
+    def run(*flags):
+        r = keel(keel_bin, "replay", trace, "--frag-limit", "2M", "--json", *flags)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["results"][0]
+
+    keel_default, gmlake = run(), run("--realloc-level", "0", "--chunk-rounding")
+    assert keel_default["stitch_count"] > 0 and gmlake["stitch_count"] > 0
+    assert keel_default["peak_reserved_bytes"] < gmlake["peak_reserved_bytes"]
+    assert keel_default["peak_active_bytes"] < gmlake["peak_active_bytes"]
+    assert run("--realloc-level", "0")["peak_reserved_bytes"] != keel_default["peak_reserved_bytes"]

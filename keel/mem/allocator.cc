@@ -28,6 +28,10 @@ Status AllocatorOptions::Validate() const {
     return InvalidArgumentError("allocator options: defrag_level " + std::to_string(defrag_level) +
                                 " must be 0 or 1");
   }
+  if (realloc_level != 0 && realloc_level != 1) {
+    return InvalidArgumentError("allocator options: realloc_level " +
+                                std::to_string(realloc_level) + " must be 0 or 1");
+  }
   if (expandable_page_bytes == 0) {
     return InvalidArgumentError("allocator options: expandable_page_bytes must be > 0");
   }

@@ -9,7 +9,8 @@
 //   expandable  PyTorch's expandable segments: one growing virtual range per (stream, pool),
 //               pages mapped at its end, whole empty pages unmapped on EmptyCache/OOM.
 //   stitching   GMLake: 2 MiB chunks; best fit -> cached stitched block -> stitch free blocks
-//               into a second mapping -> new segment -> free the cache and retry -> OOM.
+//               into a second mapping -> (reAlloc) create only the shortfall and stitch ->
+//               new segment -> free the cache and retry -> OOM.
 //
 //   auto backend = keel::mem::MakeSimulatedMemory({.capacity_bytes = 80_GiB});
 //   KEEL_ASSIGN_OR_RETURN(auto alloc, keel::mem::MakeAllocator("stitching", backend.get(), {}));
@@ -66,6 +67,16 @@ struct AllocatorOptions {
   uint64_t max_split_size_bytes = 0;
   // expandable: page size of the large pool (PyTorch: 20 MiB).
   uint64_t expandable_page_bytes = 20ull << 20;
+  // stitching: GMLake's reAlloc (paper S4). 1 = when no free block, cached stitched block or
+  // stitch covers a request >= frag_limit, create only the shortfall (the request minus the
+  // stream's free whole chunks) and stitch it with those free blocks; 0 = create a segment of
+  // the full request (GMLake's default). Applies with defrag_level 0 only (1 stitches nothing
+  // before creation fails). Default 1 (Note [Stitching defaults], docs/mem.md).
+  int realloc_level = 1;
+  // stitching: true = GMLake's rounding of every request > 1 MiB up to whole 2 MiB chunks;
+  // false = PyTorch's 512 B for primary blocks (stitched blocks are whole chunks either way).
+  // Default false (Note [Stitching defaults]).
+  bool chunk_rounding = false;
   Status Validate() const;
 };
 

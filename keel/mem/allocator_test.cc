@@ -40,10 +40,15 @@ bool Holds(const void* p, uint64_t n, unsigned char v) {
 }
 
 // (policy, backend chunk bytes): 2 MiB chunks as on GPUs, and 512 KiB chunks so that one
-// 2 MiB stitching unit spans several chunks.
+// 2 MiB stitching unit spans several chunks. "stitching-gmlake" is the stitching policy with
+// GMLake's own settings (realloc_level 0, chunk_rounding); "stitching" has keel's defaults
+// (reAlloc of the shortfall, lent small segments, 512 B pBlocks).
 class AllocatorInvariantsTest : public ::testing::TestWithParam<std::tuple<std::string, uint64_t>> {
  protected:
-  static std::string Policy() { return std::get<0>(GetParam()); }
+  static std::string Variant() { return std::get<0>(GetParam()); }
+  static std::string Policy() {
+    return Variant().starts_with("stitching") ? "stitching" : Variant();
+  }
 
   void SetUp() override {
     auto m = MakeHostMemory({.chunk_bytes = std::get<1>(GetParam()), .capacity_bytes = 96 * kMiB});
@@ -53,6 +58,10 @@ class AllocatorInvariantsTest : public ::testing::TestWithParam<std::tuple<std::
     o.frag_limit_bytes = 6 * kMiB;  // let the small sizes below be stitched
     o.auto_gc_bytes = 256 * kMiB;
     o.expandable_page_bytes = 4 * kMiB;
+    if (Variant() == "stitching-gmlake") {
+      o.realloc_level = 0;
+      o.chunk_rounding = true;
+    }
     auto a = MakeAllocator(Policy(), backend_.get(), o);
     ASSERT_TRUE(a.ok()) << a.status().ToString();
     alloc_ = std::move(*a);
@@ -138,7 +147,7 @@ class AllocatorInvariantsTest : public ::testing::TestWithParam<std::tuple<std::
 };
 
 TEST_P(AllocatorInvariantsTest, RandomAllocFreeKeepsBlocksDisjointAndStatsExact) {
-  std::mt19937_64 rng(0x5eed + Policy().size() + std::get<1>(GetParam()));
+  std::mt19937_64 rng(0x5eed + Variant().size() + std::get<1>(GetParam()));
   for (int step = 0; step < 700; ++step) {
     // Drift up to about two thirds of the capacity, then hover there (some OOMs on purpose).
     const uint64_t pct = alloc_->stats().active_bytes < 64 * kMiB ? 60 : 35;
@@ -266,8 +275,15 @@ TEST_P(AllocatorInvariantsTest, ConcurrentCallersOnTheirOwnStreams) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, AllocatorInvariantsTest,
-                         ::testing::Combine(::testing::Values("caching", "expandable", "stitching"),
-                                            ::testing::Values(2 * kMiB, kMiB / 2)));
+                         ::testing::Combine(::testing::Values("caching", "expandable", "stitching",
+                                                              "stitching-gmlake"),
+                                            ::testing::Values(2 * kMiB, kMiB / 2)),
+                         [](const auto& info) {
+                           std::string name = std::get<0>(info.param) + "_" +
+                                              std::to_string(std::get<1>(info.param) >> 10) + "K";
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 TEST(MakeAllocatorTest, RejectsUnknownPoliciesBadOptionsAndNoBackend) {
   auto m = MakeSimulatedMemory({});
@@ -278,12 +294,14 @@ TEST(MakeAllocatorTest, RejectsUnknownPoliciesBadOptionsAndNoBackend) {
     EXPECT_NE(bad.status().message().find(name), std::string::npos) << bad.status().message();
   }
   EXPECT_EQ(MakeAllocator("caching", nullptr, {}).status().code(), StatusCode::kInvalidArgument);
-  std::vector<AllocatorOptions> invalid(5);
+  std::vector<AllocatorOptions> invalid(7);
   invalid[0].reuse_limit = 0.5;
   invalid[1].defrag_level = 2;
   invalid[2].frag_limit_bytes = 0;
   invalid[3].expandable_page_bytes = 0;
   invalid[4].auto_gc_bytes = 0;
+  invalid[5].realloc_level = 2;
+  invalid[6].realloc_level = -1;
   for (const AllocatorOptions& o : invalid) {
     EXPECT_EQ(o.Validate().code(), StatusCode::kInvalidArgument);
     EXPECT_EQ(MakeAllocator("stitching", m->get(), o).status().code(),

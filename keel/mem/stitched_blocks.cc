@@ -12,21 +12,32 @@ namespace keel::mem::internal {
 void StitchingAllocator::SetUsed(const Block* b, bool used) {
   const Segment* seg = b->segment;
   SegmentChunks& sc = seg_chunks_.at(seg);
-  const size_t first = (b->addr - seg->base) / granularity_;
-  const size_t n = b->size / granularity_;
-  if (sc.views == 0) {  // no stitched block maps this segment
-    for (size_t i = first; i < first + n; ++i) sc.chunks[i].used = used;
-    return;
-  }
-  for (size_t i = first; i < first + n; ++i) {
+  const uint64_t offset = b->addr - seg->base;
+  const size_t first = offset / granularity_;
+  const size_t end = (offset + b->size + granularity_ - 1) / granularity_;
+  for (size_t i = first; i < end; ++i) {
     ChunkState& cs = sc.chunks[i];
-    if (cs.used == used) continue;
-    cs.used = used;
+    if (used ? cs.users++ > 0 : --cs.users > 0) continue;  // no change between used and free
     for (Stitched* s : cs.views) {
       s->used_chunks = used ? s->used_chunks + 1 : s->used_chunks - 1;
       Reclassify(s);
     }
   }
+}
+
+std::pair<size_t, size_t> StitchingAllocator::WholeChunks(const Block* b) const {
+  const uint64_t offset = b->addr - b->segment->base;
+  return {(offset + granularity_ - 1) / granularity_, (offset + b->size) / granularity_};
+}
+
+uint64_t StitchingAllocator::FreeChunkBytes(int stream) const {
+  uint64_t sum = 0;
+  for (const Block* b : large_pool_.blocks()) {
+    if (b->stream != stream) continue;
+    const auto [first, end] = WholeChunks(b);
+    if (end > first) sum += (end - first) * granularity_;
+  }
+  return sum;
 }
 
 void StitchingAllocator::Reclassify(Stitched* s) {
@@ -111,8 +122,9 @@ Status StitchingAllocator::Carve(Segment* seg, uintptr_t addr, uint64_t len, Sti
   return OkStatus();
 }
 
-// GMLake's stitch: the stream's free pBlocks, largest first, until they cover `size`, mapped
-// in that order into a new virtual range. Needs size >= frag_limit and at least two blocks.
+// GMLake's stitch: the whole free chunks of the stream's free pBlocks, largest block first,
+// until they cover `size`, mapped in that order into a new virtual range. Needs
+// size >= frag_limit and at least two blocks.
 std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t bytes, int stream,
                                                         int attempt) {
   if (size < options_.frag_limit_bytes) return std::nullopt;
@@ -126,8 +138,10 @@ std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t 
        it != large_pool_.blocks().begin() && sum < size;) {
     Block* b = *--it;
     if (b->stream != stream) break;
+    const auto [first, end] = WholeChunks(b);
+    if (end <= first) continue;
     picked.push_back(b);
-    sum += b->size;
+    sum += (end - first) * granularity_;
   }
   if (sum < size || picked.size() < 2) return std::nullopt;
   if (stitched_since_gc_ + size > options_.auto_gc_bytes) {
@@ -137,9 +151,8 @@ std::optional<Allocation> StitchingAllocator::TryStitch(uint64_t size, uint64_t 
   std::vector<ChunkRef> chunks;
   for (Block* b : picked) {
     SegmentChunks* sc = &seg_chunks_.at(b->segment);
-    const size_t first = (b->addr - b->segment->base) / granularity_;
-    for (size_t i = first;
-         i < first + b->size / granularity_ && chunks.size() * granularity_ < size; ++i) {
+    const auto [first, end] = WholeChunks(b);
+    for (size_t i = first; i < end && chunks.size() * granularity_ < size; ++i) {
       chunks.push_back(ChunkRef{b->segment, sc, static_cast<uint32_t>(i)});
     }
   }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "keel/common/mutex.h"
@@ -20,11 +21,12 @@ namespace keel::mem::internal {
 
 struct Stitched;
 
-// A chunk of a large (primary) segment (Note [Per-chunk state]). `used` = some live block
-// covers it; `views` = the stitched blocks that also map it (GMLake's mapped_blocks minus the
+// A chunk of a large (primary) segment (Note [Per-chunk state]). `users` = how many allocated
+// or claimed pBlocks overlap it (used when > 0; with 512 B rounding two blocks may share a
+// chunk); `views` = the stitched blocks that also map it (GMLake's mapped_blocks minus the
 // primary entry).
 struct ChunkState {
-  bool used = false;
+  uint32_t users = 0;
   std::vector<Stitched*> views;
 };
 
@@ -82,6 +84,10 @@ class StitchingAllocator final : public Allocator {
   Allocation TakeBlock(Block* b, uint64_t size, uint64_t bytes) KEEL_REQUIRES(mu_);
   StatusOr<Allocation> NewLargeSegment(uint64_t size, uint64_t bytes, int stream)
       KEEL_REQUIRES(mu_);
+  Block* AddLargeSegment(std::unique_ptr<Segment> seg) KEEL_REQUIRES(mu_);
+  std::optional<Allocation> ReallocShortfall(uint64_t block, uint64_t size, uint64_t bytes,
+                                             int stream) KEEL_REQUIRES(mu_);
+  uint64_t AdoptFreeSmallSegments(int stream, uint64_t need) KEEL_REQUIRES(mu_);
   StatusOr<std::unique_ptr<Segment>> NewSegment(uint64_t seg_bytes, int stream, bool small)
       KEEL_REQUIRES(mu_);
   void FreeBlock(Block* b) KEEL_REQUIRES(mu_);
@@ -93,6 +99,9 @@ class StitchingAllocator final : public Allocator {
   void SetUsed(const Block* b, bool used) KEEL_REQUIRES(mu_);
   void Reclassify(Stitched* s) KEEL_REQUIRES(mu_);
   bool AllChunksFree(const Stitched* s) const KEEL_REQUIRES(mu_);
+  // The whole chunks inside block b, as [first, end) chunk indices of its segment.
+  std::pair<size_t, size_t> WholeChunks(const Block* b) const;
+  uint64_t FreeChunkBytes(int stream) const KEEL_REQUIRES(mu_);
   Stitched* BestFitStitched(int stream, uint64_t size) const KEEL_REQUIRES(mu_);
   StatusOr<Allocation> ReuseStitched(Stitched* s, uint64_t size, uint64_t bytes) KEEL_REQUIRES(mu_);
   Status ClaimChunks(Stitched* s, size_t n) KEEL_REQUIRES(mu_);
@@ -108,7 +117,8 @@ class StitchingAllocator final : public Allocator {
   PhysicalMemory* const backend_;
   const AllocatorOptions options_;
   const uint64_t granularity_;
-  const uint64_t unit_;  // large requests round to this: 2 MiB, or the granularity if larger
+  const uint64_t unit_;  // stitched blocks round to this: 2 MiB, or the granularity if larger
+  const uint64_t large_round_;  // primary blocks > 1 MiB round to this: unit_ or 512 B
   mutable Mutex mu_;
   std::map<uintptr_t, std::unique_ptr<Segment>> segments_ KEEL_GUARDED_BY(mu_);
   std::unordered_map<uintptr_t, Block*> live_ KEEL_GUARDED_BY(mu_);  // primary allocations

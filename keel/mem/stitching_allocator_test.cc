@@ -1,6 +1,7 @@
 // The stitching policy's decision order (glake.md §1) on hand-built scenarios (simulated
-// backend, GMLake's default thresholds unless a test changes one), and on the host backend
-// that a stitched block really aliases its primaries' memory.
+// backend, GMLake's default thresholds unless a test changes one; Gmlake() turns keel's two
+// departures off, Note [Stitching defaults]), and on the host backend that a stitched block
+// really aliases its primaries' memory.
 #include <gtest/gtest.h>
 
 #include <climits>
@@ -15,6 +16,14 @@ namespace keel::mem {
 namespace {
 
 constexpr uint64_t kMiB = 1ull << 20;
+
+// GMLake's own settings: no reAlloc, every request > 1 MiB rounded to 2 MiB chunks.
+AllocatorOptions Gmlake() {
+  AllocatorOptions o;
+  o.realloc_level = 0;
+  o.chunk_rounding = true;
+  return o;
+}
 
 class StitchingTest : public ::testing::Test {
  protected:
@@ -86,7 +95,7 @@ TEST_F(StitchingTest, StitchesFreeBlocksInsteadOfReservingMore) {
 }
 
 TEST_F(StitchingTest, AFittingPrimaryBlockComesFirstAndFragmentsTheCachedStitch) {
-  Make(2ull << 30);
+  Make(2ull << 30, Gmlake());
   TwoFreeBlocks();
   Free(Alloc(600 * kMiB));  // cached, intact
   Allocation p = Alloc(300 * kMiB);
@@ -210,7 +219,7 @@ TEST_F(StitchingTest, AutoGcDropsCachedStitchesOnceTheStitchedTotalIsReached) {
 }
 
 TEST_F(StitchingTest, ReleasingTheCacheBeforeOom) {
-  Make(700 * kMiB);
+  Make(700 * kMiB, Gmlake());
   TwoFreeBlocks();
   Allocation c = Alloc(700 * kMiB);  // cannot stitch (600 < 700), no room: release, retry
   EXPECT_EQ(Stats().empty_cache_count, 1u);
@@ -222,8 +231,8 @@ TEST_F(StitchingTest, ReleasingTheCacheBeforeOom) {
   Free(c);
 }
 
-TEST_F(StitchingTest, LargeRequestsRoundTo2MiBSmallOnesTo512B) {
-  Make(2ull << 30);
+TEST_F(StitchingTest, ChunkRoundingRoundsLargeRequestsTo2MiBSmallOnesTo512B) {
+  Make(2ull << 30, Gmlake());
   Allocation small = Alloc(1000);
   EXPECT_EQ(small.size, 1024u);
   Allocation large = Alloc(kMiB + 1);
@@ -232,6 +241,95 @@ TEST_F(StitchingTest, LargeRequestsRoundTo2MiBSmallOnesTo512B) {
   EXPECT_EQ(big.size, 20 * kMiB);
   EXPECT_EQ(Stats().reserved_bytes, 2 * kMiB + 20 * kMiB + 20 * kMiB);
   for (const Allocation& x : {small, large, big}) Free(x);
+  ExpectNothingLeaksAfterEmptyCache();
+}
+
+TEST_F(StitchingTest, ByDefaultLargeRequestsRoundTo512BAndSplitAsPyTorch) {
+  Make(2ull << 30);
+  Allocation large = Alloc(kMiB + 1);
+  EXPECT_EQ(large.size, kMiB + 512);
+  Allocation next = Alloc(3 * kMiB);  // the 20 MiB segment's rest, not a chunk boundary
+  EXPECT_EQ(static_cast<char*>(next.ptr), static_cast<char*>(large.ptr) + kMiB + 512);
+  EXPECT_EQ(Stats().reserved_bytes, 20 * kMiB);
+  EXPECT_EQ(Stats().active_bytes, 4 * kMiB + 512);
+  Free(large);
+  Free(next);
+  ExpectNothingLeaksAfterEmptyCache();
+}
+
+// reAlloc (GMLake's paper S4): 600 MiB free in two blocks, 700 MiB asked: one new segment of
+// the 100 MiB shortfall, stitched with both; without it, a new 700 MiB segment.
+TEST_F(StitchingTest, ReallocCreatesOnlyTheShortfallAndStitchesIt) {
+  for (int level : {1, 0}) {
+    SCOPED_TRACE(level);
+    AllocatorOptions o;
+    o.realloc_level = level;
+    Make(2ull << 30, o);
+    TwoFreeBlocks();
+    const uint64_t maps_before = backend_->counters().maps;
+    Allocation c = Alloc(700 * kMiB);
+    EXPECT_EQ(c.size, 700 * kMiB);
+    if (level == 1) {
+      EXPECT_EQ(Stats().reserved_bytes, 700 * kMiB) << "grew by the shortfall only";
+      EXPECT_EQ(Stats().stitch_count, 1u);
+      EXPECT_EQ(Stats().segment_count, 4u) << "three segments and the stitched block";
+      // 50 chunks for the new segment, then 350 for the stitched view.
+      EXPECT_EQ(backend_->counters().maps - maps_before, 50u + 350u);
+    } else {
+      EXPECT_EQ(Stats().reserved_bytes, 1300 * kMiB);
+      EXPECT_EQ(Stats().stitch_count, 0u);
+    }
+    Free(c);
+    // Freed, the stitch is cached and serves the same size again without new memory.
+    Allocation d = Alloc(700 * kMiB);
+    EXPECT_EQ(Stats().reserved_bytes, level == 1 ? 700 * kMiB : 1300 * kMiB);
+    Free(d);
+    ExpectNothingLeaksAfterEmptyCache();
+  }
+}
+
+// A shortfall that entirely free small segments cover takes no new memory: they are lent to
+// the large pool and stitched (Note [Lending free small segments]).
+TEST_F(StitchingTest, ReallocLendsEntirelyFreeSmallSegments) {
+  Make(2ull << 30);
+  std::vector<Allocation> small(8);
+  for (Allocation& x : small) x = Alloc(512 * 1024);  // two 2 MiB segments
+  for (const Allocation& x : small) Free(x);
+  Allocation a = Alloc(300 * kMiB), b = Alloc(300 * kMiB);
+  Free(a);
+  Free(b);
+  ASSERT_EQ(Stats().reserved_bytes, 604 * kMiB);
+  Allocation c = Alloc(602 * kMiB);
+  EXPECT_EQ(Stats().reserved_bytes, 604 * kMiB) << "one small segment was lent";
+  EXPECT_EQ(Stats().stitch_count, 1u);
+  Allocation s = Alloc(1000);  // the other small segment is still the small pool's
+  EXPECT_EQ(Stats().reserved_bytes, 604 * kMiB);
+  Free(s);
+  Free(c);
+  ExpectNothingLeaksAfterEmptyCache();
+}
+
+// With 512 B pBlocks two blocks can share a chunk: only the whole free chunks of a free block
+// are stitched, and a chunk is free again only once both its blocks are.
+TEST_F(StitchingTest, OnlyWholeFreeChunksAreStitched) {
+  AllocatorOptions o;
+  o.frag_limit_bytes = 2 * kMiB;
+  Make(2ull << 30, o);
+  Allocation x = Alloc(3 * kMiB), y = Alloc(3 * kMiB), z = Alloc(14 * kMiB);  // one segment
+  ASSERT_EQ(Stats().reserved_bytes, 20 * kMiB);
+  Free(x);                          // [0, 3 MiB): whole chunk 0; chunk 1 is shared with y
+  Free(z);                          // [6, 20 MiB): whole chunks 3..9
+  Allocation s = Alloc(16 * kMiB);  // no free block fits; 8 whole chunks do
+  EXPECT_EQ(Stats().stitch_count, 1u);
+  EXPECT_EQ(Stats().reserved_bytes, 20 * kMiB);
+  Allocation t = Alloc(2 * kMiB);  // the 1 MiB left of x's block, not yet a whole chunk
+  EXPECT_EQ(Stats().reserved_bytes, 40 * kMiB) << "a new 20 MiB segment";
+  Free(t);
+  Free(y);  // [2, 6 MiB) is free now: chunks 1 and 2 are whole
+  Allocation u = Alloc(4 * kMiB);
+  EXPECT_EQ(static_cast<char*>(u.ptr), static_cast<char*>(x.ptr) + 2 * kMiB);
+  Free(u);
+  Free(s);
   ExpectNothingLeaksAfterEmptyCache();
 }
 

@@ -62,8 +62,8 @@ struct ReplayFlags {
   std::string trace, allocator, backend = "simulated", capacity, chunk = "2M";
   std::string frag_limit, max_split;
   double reuse_limit = 10.0;
-  int defrag_level = 0;
-  bool compare = false, json = false;
+  int defrag_level = 0, realloc_level = 1;
+  bool chunk_rounding = false, compare = false, json = false;
 };
 
 std::string Human(uint64_t bytes) {
@@ -147,6 +147,8 @@ Status RunReplay(const ReplayFlags& f, bool* usage) {
   }
   o.allocator.reuse_limit = f.reuse_limit;
   o.allocator.defrag_level = f.defrag_level;
+  o.allocator.realloc_level = f.realloc_level;
+  o.allocator.chunk_rounding = f.chunk_rounding;
   std::vector<std::string> policies;
   if (f.compare) {
     policies = {"caching", "expandable", "stitching"};
@@ -218,6 +220,11 @@ void AddReplay(CLI::App* mem, ReplayFlags* f) {
       ->check(CLI::Range(1.0, 1e6));
   app->add_option("--defrag-level", f->defrag_level, "stitching: 0 stitch first, 1 on failure")
       ->check(CLI::Range(0, 1));
+  app->add_option("--realloc-level", f->realloc_level,
+                  "stitching: 1 create only the shortfall and stitch (default), 0 GMLake's")
+      ->check(CLI::Range(0, 1));
+  app->add_flag("--chunk-rounding", f->chunk_rounding,
+                "stitching: round requests > 1 MiB to 2 MiB chunks as GMLake does");
   app->add_option("--max-split", f->max_split, "caching/stitching: never split blocks >= this");
   app->add_flag("--json", f->json, "Print JSON instead of a table");
   app->get_option("--allocator")->excludes("--compare");
