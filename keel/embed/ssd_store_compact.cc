@@ -3,7 +3,7 @@
 // the store's one compaction thread: its live records are appended anew and the file is
 // deleted. Notes [Compaction] and [Take in flight] (ssd_store_impl.h) give the protocol.
 //
-// Note [Compaction]: the victim is read in 4 MiB chunks without the mutex (a sealed file never
+// Note [Compaction]: the victim is read in 256 KiB chunks without the mutex (a sealed file never
 // changes). For each chunk the thread takes the mutex and moves a record only if the index
 // still points at its old slot — a record replaced, removed or held by a Take meanwhile
 // stays behind as garbage (or for a later pass) — appending it and updating the index in

@@ -52,7 +52,7 @@ class SsdStoreImpl final : public SsdStore {
   static constexpr int64_t kMaxSlots = 0x7FFFFFFF;  // locations 0 .. kMaxSlots - 1
   static constexpr int64_t kMinSegments = 4;
   static constexpr int64_t kWriteBufferBytes = 4 << 20;
-  static constexpr int64_t kCompactionChunkBytes = 4 << 20;
+  static constexpr int64_t kCompactionChunkBytes = 256 << 10;
 
   SsdStoreImpl(const Options& options, FileOps* ops, UniqueFd lock_fd);
   ~SsdStoreImpl() override;
