@@ -220,4 +220,28 @@ Status UnknownPointer(std::string_view policy, const void* ptr) {
                               ", which is not a live allocation (unknown or already freed)");
 }
 
+Allocation HandOut(Block* b, uint64_t size, uint64_t bytes, bool small, uint64_t max_split,
+                   BlockPool* pool, LiveBlocks* live, AllocatorStats* stats) {
+  if (ShouldSplit(*b, size, small, max_split)) pool->Insert(SplitBlock(b, size));
+  b->allocated = true;
+  b->requested = bytes;
+  (*live)[b->addr] = b;
+  AddActive(stats, b->size, bytes);
+  return Allocation{reinterpret_cast<void*>(b->addr), b->size};
+}
+
+Status TakeBack(std::string_view policy, void* ptr, LiveBlocks* live, BlockPool* small_pool,
+                BlockPool* large_pool, AllocatorStats* stats) {
+  auto it = live->find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == live->end()) return UnknownPointer(policy, ptr);
+  Block* b = it->second;
+  live->erase(it);
+  SubActive(stats, b->size, b->requested);
+  b->allocated = false;
+  b->requested = 0;
+  BlockPool* pool = b->segment->small ? small_pool : large_pool;
+  pool->Insert(MergeFree(b, pool));
+  return OkStatus();
+}
+
 }  // namespace keel::mem::internal

@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "keel/common/status.h"
@@ -113,5 +114,17 @@ Status OutOfMemory(std::string_view policy, uint64_t bytes, uint64_t rounded, in
                    const AllocatorStats& stats, const PhysicalMemory& backend,
                    std::string_view advice);
 Status UnknownPointer(std::string_view policy, const void* ptr);
+
+// Live blocks by address, as the caching and expandable policies keep them.
+using LiveBlocks = std::unordered_map<uintptr_t, Block*>;
+// Hands out free block `b` (in no pool) for a request of `bytes` rounded to `size`: the rest
+// is split off into `pool` when ShouldSplit allows, and the block is recorded live and in the
+// stats.
+Allocation HandOut(Block* b, uint64_t size, uint64_t bytes, bool small, uint64_t max_split,
+                   BlockPool* pool, LiveBlocks* live, AllocatorStats* stats);
+// Takes back the live block at `ptr` (UnknownPointer if there is none): out of the stats,
+// merged with its free neighbours into its segment's pool.
+Status TakeBack(std::string_view policy, void* ptr, LiveBlocks* live, BlockPool* small_pool,
+                BlockPool* large_pool, AllocatorStats* stats);
 
 }  // namespace keel::mem::internal

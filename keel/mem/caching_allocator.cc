@@ -43,26 +43,12 @@ class CachingAllocator final : public Allocator {
       if (!fresh.ok()) return fresh.status();
       b = *fresh;
     }
-    if (ShouldSplit(*b, size, small, max_split)) pool.Insert(SplitBlock(b, size));
-    b->allocated = true;
-    b->requested = bytes;
-    live_[b->addr] = b;
-    AddActive(&stats_, b->size, bytes);
-    return Allocation{reinterpret_cast<void*>(b->addr), b->size};
+    return HandOut(b, size, bytes, small, max_split, &pool, &live_, &stats_);
   }
 
   Status Free(void* ptr) override {
     MutexLock lock(&mu_);
-    auto it = live_.find(reinterpret_cast<uintptr_t>(ptr));
-    if (it == live_.end()) return UnknownPointer(name(), ptr);
-    Block* b = it->second;
-    live_.erase(it);
-    SubActive(&stats_, b->size, b->requested);
-    b->allocated = false;
-    b->requested = 0;
-    BlockPool& pool = b->segment->small ? small_pool_ : large_pool_;
-    pool.Insert(MergeFree(b, &pool));
-    return OkStatus();
+    return TakeBack(name(), ptr, &live_, &small_pool_, &large_pool_, &stats_);
   }
 
   void EmptyCache() override {
@@ -134,7 +120,7 @@ class CachingAllocator final : public Allocator {
   const AllocatorOptions options_;
   mutable Mutex mu_;
   std::map<uintptr_t, std::unique_ptr<Segment>> segments_ KEEL_GUARDED_BY(mu_);
-  std::unordered_map<uintptr_t, Block*> live_ KEEL_GUARDED_BY(mu_);
+  LiveBlocks live_ KEEL_GUARDED_BY(mu_);
   BlockPool small_pool_ KEEL_GUARDED_BY(mu_);
   BlockPool large_pool_ KEEL_GUARDED_BY(mu_);
   AllocatorStats stats_ KEEL_GUARDED_BY(mu_);

@@ -65,26 +65,12 @@ class ExpandableAllocator final : public Allocator {
       }
       b = *grown;
     }
-    if (ShouldSplit(*b, size, small, max_split)) pool.Insert(SplitBlock(b, size));
-    b->allocated = true;
-    b->requested = bytes;
-    live_[b->addr] = b;
-    AddActive(&stats_, b->size, bytes);
-    return Allocation{reinterpret_cast<void*>(b->addr), b->size};
+    return HandOut(b, size, bytes, small, max_split, &pool, &live_, &stats_);
   }
 
   Status Free(void* ptr) override {
     MutexLock lock(&mu_);
-    auto it = live_.find(reinterpret_cast<uintptr_t>(ptr));
-    if (it == live_.end()) return UnknownPointer(name(), ptr);
-    Block* b = it->second;
-    live_.erase(it);
-    SubActive(&stats_, b->size, b->requested);
-    b->allocated = false;
-    b->requested = 0;
-    BlockPool& pool = b->segment->small ? small_pool_ : large_pool_;
-    pool.Insert(MergeFree(b, &pool));
-    return OkStatus();
+    return TakeBack(name(), ptr, &live_, &small_pool_, &large_pool_, &stats_);
   }
 
   void EmptyCache() override {
@@ -185,7 +171,7 @@ class ExpandableAllocator final : public Allocator {
   const uint64_t large_page_, small_page_;
   mutable Mutex mu_;
   std::map<std::pair<int, bool>, std::unique_ptr<Segment>> segments_ KEEL_GUARDED_BY(mu_);
-  std::unordered_map<uintptr_t, Block*> live_ KEEL_GUARDED_BY(mu_);
+  LiveBlocks live_ KEEL_GUARDED_BY(mu_);
   BlockPool small_pool_ KEEL_GUARDED_BY(mu_);
   BlockPool large_pool_ KEEL_GUARDED_BY(mu_);
   AllocatorStats stats_ KEEL_GUARDED_BY(mu_);
