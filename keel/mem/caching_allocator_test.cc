@@ -6,33 +6,15 @@
 
 #include "keel/mem/allocator.h"
 #include "keel/mem/physical_memory.h"
+#include "keel/mem/policy_test_fixture.h"
 
 namespace keel::mem {
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
-
-class CachingTest : public ::testing::Test {
+class CachingTest : public PolicyTest {
  protected:
-  void Make(uint64_t capacity, AllocatorOptions o = {}) {
-    alloc_.reset();  // before the backend it borrows
-    auto m = MakeSimulatedMemory({.chunk_bytes = 2 * kMiB, .capacity_bytes = capacity});
-    ASSERT_TRUE(m.ok());
-    backend_ = std::move(*m);
-    auto a = MakeAllocator("caching", backend_.get(), o);
-    ASSERT_TRUE(a.ok());
-    alloc_ = std::move(*a);
-  }
-  Allocation Alloc(uint64_t bytes, int stream = 0) {
-    StatusOr<Allocation> a = alloc_->Allocate(bytes, stream);
-    EXPECT_TRUE(a.ok()) << a.status().ToString();
-    return a.ok() ? *a : Allocation{};
-  }
-  uintptr_t Addr(const Allocation& a) { return reinterpret_cast<uintptr_t>(a.ptr); }
+  CachingTest() : PolicyTest("caching") {}
   uint64_t Reserved() { return alloc_->stats().reserved_bytes; }
-
-  std::unique_ptr<PhysicalMemory> backend_;
-  std::unique_ptr<Allocator> alloc_;
 };
 
 TEST_F(CachingTest, SmallRequestsRoundTo512AndShareA2MiBSegment) {

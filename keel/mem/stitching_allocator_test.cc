@@ -11,11 +11,10 @@
 
 #include "keel/mem/allocator.h"
 #include "keel/mem/physical_memory.h"
+#include "keel/mem/policy_test_fixture.h"
 
 namespace keel::mem {
 namespace {
-
-constexpr uint64_t kMiB = 1ull << 20;
 
 // GMLake's own settings: no reAlloc, every request > 1 MiB rounded to 2 MiB chunks.
 AllocatorOptions Gmlake() {
@@ -25,23 +24,9 @@ AllocatorOptions Gmlake() {
   return o;
 }
 
-class StitchingTest : public ::testing::Test {
+class StitchingTest : public PolicyTest {
  protected:
-  void Make(uint64_t capacity, AllocatorOptions o = {}) {
-    alloc_.reset();  // before the backend it borrows
-    auto m = MakeSimulatedMemory({.chunk_bytes = 2 * kMiB, .capacity_bytes = capacity});
-    ASSERT_TRUE(m.ok());
-    backend_ = std::move(*m);
-    auto a = MakeAllocator("stitching", backend_.get(), o);
-    ASSERT_TRUE(a.ok());
-    alloc_ = std::move(*a);
-  }
-  Allocation Alloc(uint64_t bytes, int stream = 0) {
-    StatusOr<Allocation> a = alloc_->Allocate(bytes, stream);
-    EXPECT_TRUE(a.ok()) << a.status().ToString();
-    return a.ok() ? *a : Allocation{};
-  }
-  void Free(const Allocation& a) { ASSERT_TRUE(alloc_->Free(a.ptr).ok()); }
+  StitchingTest() : PolicyTest("stitching") {}
   // Two free, non-adjacent 300 MiB blocks (separate segments) on `stream`.
   void TwoFreeBlocks(int stream = 0) {
     a_ = Alloc(300 * kMiB, stream);
@@ -50,7 +35,6 @@ class StitchingTest : public ::testing::Test {
     Free(b_);
     ASSERT_EQ(Stats().reserved_bytes, 600 * kMiB);
   }
-  AllocatorStats Stats() { return alloc_->stats(); }
   void ExpectNothingLeaksAfterEmptyCache() {
     alloc_->EmptyCache();
     EXPECT_EQ(Stats().reserved_bytes, 0u);
@@ -60,8 +44,6 @@ class StitchingTest : public ::testing::Test {
     EXPECT_EQ(backend_->counters().maps, backend_->counters().unmaps);
   }
 
-  std::unique_ptr<PhysicalMemory> backend_;
-  std::unique_ptr<Allocator> alloc_;
   Allocation a_, b_;
 };
 
