@@ -148,6 +148,19 @@ Status TableImpl::EvictToBudget(std::span<ShardState* const> shards) {
   return OkStatus();
 }
 
+Status TableImpl::WithMisses(const Dedup& batch, const std::vector<int64_t>& misses,
+                             const MissWork& work) KEEL_NO_THREAD_SAFETY_ANALYSIS {
+  std::vector<ShardState*> shard_of(misses.size());
+  for (size_t k = 0; k < misses.size(); ++k) {
+    shard_of[k] = shards_[ShardOf(batch.ids[misses[k]])].get();
+  }
+  const ShardLocks<ShardState> locks(shard_of);
+  std::vector<int64_t> rows;
+  KEEL_RETURN_IF_ERROR(BringIn(batch, misses, shard_of, &rows));
+  KEEL_RETURN_IF_ERROR(work(shard_of, rows));
+  return EvictToBudget(locks.shards());
+}
+
 Status TableImpl::Lookup(std::span<const int64_t> ids, float* out, bool train) {
   const Dedup batch(ids);
   std::vector<int64_t> order, begin;
@@ -189,46 +202,45 @@ Status TableImpl::Lookup(std::span<const int64_t> ids, float* out, bool train) {
 
 Status TableImpl::LookupMisses(const Dedup& batch, const std::vector<int64_t>& misses, bool train,
                                int64_t step, float* unique_rows) KEEL_NO_THREAD_SAFETY_ANALYSIS {
-  std::vector<ShardState*> shard_of(misses.size());
-  for (size_t k = 0; k < misses.size(); ++k) {
-    shard_of[k] = shards_[ShardOf(batch.ids[misses[k]])].get();
-  }
-  const ShardLocks<ShardState> locks(shard_of);
-  std::vector<int64_t> rows;
-  KEEL_RETURN_IF_ERROR(BringIn(batch, misses, shard_of, &rows));
   const int64_t epoch = epoch_.load(std::memory_order_relaxed);
-  int64_t admitted = 0, rejected = 0;
-  for (size_t k = 0; k < misses.size(); ++k) {
-    const int64_t u = misses[k];
-    const uint64_t id = batch.ids[u];
-    ShardState& s = *shard_of[k];
-    float* dst = unique_rows + u * dim_;
-    int64_t row = rows[k];
-    if (row < 0 && train) {  // admission
-      // Without admission the sketch is not consulted (it is one shared cell then).
-      const uint32_t seen = o_.admit_after <= 1 ? batch.count[u] : s.sketch.Add(id, batch.count[u]);
-      if (seen >= o_.admit_after) {
-        row = s.shard.Insert(id);
-        init_.Fill(id, s.shard.values() + row * dim_, dim_);
-        InitSlots(o_.optimizer, s.shard, row);
-        s.shard.meta(row).sightings = seen;
-        s.shard.meta(row).last_step = step;
-        s.shard.meta(row).changed = epoch;
-        ++admitted;
+  auto work = [&](std::span<ShardState* const> shard_of, const std::vector<int64_t>& rows)
+                  KEEL_NO_THREAD_SAFETY_ANALYSIS -> Status {
+    int64_t admitted = 0, rejected = 0;
+    for (size_t k = 0; k < misses.size(); ++k) {
+      const int64_t u = misses[k];
+      const uint64_t id = batch.ids[u];
+      ShardState& s = *shard_of[k];
+      float* dst = unique_rows + u * dim_;
+      int64_t row = rows[k];
+      if (row < 0 && train) {  // admission
+        // Without admission the sketch is not consulted (it is one shared
+        // cell then).
+        const uint32_t seen =
+            o_.admit_after <= 1 ? batch.count[u] : s.sketch.Add(id, batch.count[u]);
+        if (seen >= o_.admit_after) {
+          row = s.shard.Insert(id);
+          init_.Fill(id, s.shard.values() + row * dim_, dim_);
+          InitSlots(o_.optimizer, s.shard, row);
+          s.shard.meta(row).sightings = seen;
+          s.shard.meta(row).last_step = step;
+          s.shard.meta(row).changed = epoch;
+          ++admitted;
+        }
+      } else if (row >= 0 && train) {
+        Touch(s.shard.meta(row), batch.count[u], step, epoch);
       }
-    } else if (row >= 0 && train) {
-      Touch(s.shard.meta(row), batch.count[u], step, epoch);
+      if (row < 0) {
+        std::fill(dst, dst + dim_, 0.0f);
+        rejected += train ? 1 : 0;
+        continue;
+      }
+      std::memcpy(dst, s.shard.values() + row * dim_, dim_ * sizeof(float));
     }
-    if (row < 0) {
-      std::fill(dst, dst + dim_, 0.0f);
-      rejected += train ? 1 : 0;
-      continue;
-    }
-    std::memcpy(dst, s.shard.values() + row * dim_, dim_ * sizeof(float));
-  }
-  counters_.admissions.fetch_add(admitted, std::memory_order_relaxed);
-  counters_.rejected.fetch_add(rejected, std::memory_order_relaxed);
-  return EvictToBudget(locks.shards());
+    counters_.admissions.fetch_add(admitted, std::memory_order_relaxed);
+    counters_.rejected.fetch_add(rejected, std::memory_order_relaxed);
+    return OkStatus();
+  };
+  return WithMisses(batch, misses, work);
 }
 
 Status TableImpl::ApplyGradients(std::span<const int64_t> ids, const float* grads) {
@@ -274,35 +286,32 @@ Status TableImpl::ApplyGradients(std::span<const int64_t> ids, const float* grad
 
 Status TableImpl::UpdateMisses(const Dedup& batch, const std::vector<int64_t>& misses,
                                const float* summed, int64_t step) KEEL_NO_THREAD_SAFETY_ANALYSIS {
-  std::vector<ShardState*> shard_of(misses.size());
-  for (size_t k = 0; k < misses.size(); ++k) {
-    shard_of[k] = shards_[ShardOf(batch.ids[misses[k]])].get();
-  }
-  const ShardLocks<ShardState> locks(shard_of);
-  std::vector<int64_t> rows;
-  KEEL_RETURN_IF_ERROR(BringIn(batch, misses, shard_of, &rows));
   const int64_t epoch = epoch_.load(std::memory_order_relaxed);
-  std::vector<int64_t> touched;
-  std::vector<float> g;
-  for (size_t k = 0; k < misses.size();) {  // misses are grouped by shard
-    touched.clear();
-    g.clear();
-    size_t end = k;
-    for (; end < misses.size() && shard_of[end] == shard_of[k]; ++end) {
-      if (rows[end] < 0) continue;  // never admitted (or expired): the gradient is dropped
-      touched.push_back(rows[end]);
-      const float* src = summed + misses[end] * dim_;
-      g.insert(g.end(), src, src + dim_);
-      RowMeta& m = shard_of[k]->shard.meta(rows[end]);
-      m.changed = epoch;
-      m.last_step = step;
+  auto work = [&](std::span<ShardState* const> shard_of, const std::vector<int64_t>& rows)
+                  KEEL_NO_THREAD_SAFETY_ANALYSIS -> Status {
+    std::vector<int64_t> touched;
+    std::vector<float> g;
+    for (size_t k = 0; k < misses.size();) {  // misses are grouped by shard
+      touched.clear();
+      g.clear();
+      size_t end = k;
+      for (; end < misses.size() && shard_of[end] == shard_of[k]; ++end) {
+        if (rows[end] < 0) continue;  // never admitted (or expired): the gradient is dropped
+        touched.push_back(rows[end]);
+        const float* src = summed + misses[end] * dim_;
+        g.insert(g.end(), src, src + dim_);
+        RowMeta& m = shard_of[k]->shard.meta(rows[end]);
+        m.changed = epoch;
+        m.last_step = step;
+      }
+      if (!touched.empty()) {
+        KEEL_RETURN_IF_ERROR(ApplyStep(o_.optimizer, shard_of[k]->shard, touched, g.data(), step));
+      }
+      k = end;
     }
-    if (!touched.empty()) {
-      KEEL_RETURN_IF_ERROR(ApplyStep(o_.optimizer, shard_of[k]->shard, touched, g.data(), step));
-    }
-    k = end;
-  }
-  return EvictToBudget(locks.shards());
+    return OkStatus();
+  };
+  return WithMisses(batch, misses, work);
 }
 
 }  // namespace keel::embed

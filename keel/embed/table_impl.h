@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -100,6 +101,11 @@ class TableImpl final : public Table {
                       int64_t step, float* unique_rows);
   Status UpdateMisses(const Dedup& batch, const std::vector<int64_t>& misses, const float* summed,
                       int64_t step);
+  // Locks the shards of `misses` (in increasing order), brings them in (BringIn), runs
+  // work(shard of each miss, its row or -1) and evicts those shards back to their budgets.
+  using MissWork = std::function<Status(std::span<ShardState* const> shard_of,
+                                        const std::vector<int64_t>& rows)>;
+  Status WithMisses(const Dedup& batch, const std::vector<int64_t>& misses, const MissWork& work);
   // With the shards of `misses` locked: finds each miss in DRAM again (another call may have
   // brought it in), takes the rest from SSD in one call; rows[k] = row of misses[k] or -1.
   Status BringIn(const Dedup& batch, const std::vector<int64_t>& misses,
